@@ -1,0 +1,246 @@
+/**
+ * `npm run bench:pool [-- --json] [-- --seconds 0.5] [-- --rounds 3]`
+ *
+ * Acquire then release of a dummy resource, `max` 10, with 1, 10 and 100 concurrent
+ * callers, side by side in one run: sluice, tarn, generic-pool and pg-pool (a pg.Pool
+ * with a stub client). Every pool is given an acquire timeout, and sluice keeps its
+ * stats, so each does the same bookkeeping a production pool would.
+ *
+ * Each cell runs `rounds` times, pools in rotating order, and reports the median round:
+ * this machine is shared and noisy, so compare the ratios, not the absolute numbers.
+ * Acquire latency is sampled (one acquire in 8 is timed) to keep the clock off the hot path.
+ */
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import genericPool from 'generic-pool';
+import PgPool from 'pg-pool';
+import { Pool as TarnPool } from 'tarn';
+import { createPool } from '../src/index.js';
+
+const MAX = 10;
+const ACQUIRE_TIMEOUT_MS = 30_000;
+const SAMPLE_EVERY = 8;
+
+interface Subject {
+  readonly name: string;
+  /** One acquire + release; returns when the resource is back. */
+  readonly cycle: () => Promise<void>;
+  readonly close: () => Promise<void>;
+}
+
+interface Dummy {
+  readonly id: number;
+}
+
+let nextId = 0;
+const makeDummy = (): Dummy => ({ id: nextId++ });
+
+function sluice(): Subject {
+  const pool = createPool<Dummy>({
+    create: makeDummy,
+    destroy: () => {},
+    max: MAX,
+    min: MAX,
+    acquireTimeoutMs: ACQUIRE_TIMEOUT_MS,
+  });
+  const options = { timeoutMs: ACQUIRE_TIMEOUT_MS };
+  return {
+    name: 'sluice',
+    cycle: async () => {
+      const lease = await pool.acquire(options);
+      lease.release();
+    },
+    close: () => pool.close(),
+  };
+}
+
+function tarn(): Subject {
+  const pool = new TarnPool<Dummy>({
+    create: (callback: (error: Error | null, resource: Dummy) => void) => callback(null, makeDummy()),
+    destroy: () => {},
+    min: MAX,
+    max: MAX,
+    acquireTimeoutMillis: ACQUIRE_TIMEOUT_MS,
+  });
+  return {
+    name: 'tarn',
+    cycle: async () => {
+      const resource = await pool.acquire().promise;
+      pool.release(resource);
+    },
+    close: async () => {
+      await pool.destroy();
+    },
+  };
+}
+
+function generic(): Subject {
+  const pool = genericPool.createPool<Dummy>(
+    { create: async () => makeDummy(), destroy: async () => {} },
+    { max: MAX, min: MAX, acquireTimeoutMillis: ACQUIRE_TIMEOUT_MS },
+  );
+  return {
+    name: 'generic-pool',
+    cycle: async () => {
+      const resource = await pool.acquire();
+      await pool.release(resource);
+    },
+    close: async () => {
+      await pool.drain();
+      await pool.clear();
+    },
+  };
+}
+
+/** Just enough of pg.Client for pg-pool: connects at once, never errors. */
+class StubClient extends EventEmitter {
+  constructor(_options: unknown) {
+    super();
+  }
+  readonly _queryable = true;
+  readonly _ending = false;
+  connect(callback: (error?: Error) => void): void {
+    process.nextTick(callback);
+  }
+  end(callback?: () => void): void {
+    this.emit('end');
+    if (callback) process.nextTick(callback);
+  }
+}
+
+function pgPool(): Subject {
+  const pool = new PgPool({
+    Client: StubClient,
+    max: MAX,
+    connectionTimeoutMillis: ACQUIRE_TIMEOUT_MS,
+    idleTimeoutMillis: 0,
+  });
+  return {
+    name: 'pg-pool',
+    cycle: async () => {
+      const client = await pool.connect();
+      client.release();
+    },
+    close: () => pool.end(),
+  };
+}
+
+const FACTORIES = [sluice, tarn, generic, pgPool] as const;
+
+interface Cell {
+  readonly pool: string;
+  readonly concurrency: number;
+  readonly opsPerSec: number;
+  readonly p50Us: number;
+  readonly p99Us: number;
+}
+
+async function runCell(subject: Subject, concurrency: number, seconds: number): Promise<Cell> {
+  // Warm up: fill the pool and let the JIT settle on this shape of work.
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    for (let i = 0; i < 2_000; i++) await subject.cycle();
+  }));
+
+  const samples: number[] = [];
+  let ops = 0;
+  let running = true;
+  const stopAt = performance.now() + seconds * 1_000;
+  const worker = async (): Promise<void> => {
+    let n = 0;
+    while (running) {
+      // Check the clock only every 256 ops; the check is not what we measure.
+      if ((++n & 255) === 0 && performance.now() >= stopAt) running = false;
+      if (n % SAMPLE_EVERY === 0) {
+        const start = performance.now();
+        await subject.cycle();
+        samples.push(performance.now() - start);
+      } else {
+        await subject.cycle();
+      }
+      ops++;
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = (performance.now() - started) / 1_000;
+  samples.sort((a, b) => a - b);
+  const quantile = (q: number): number => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))]! * 1_000;
+  return { pool: subject.name, concurrency, opsPerSec: ops / elapsed, p50Us: quantile(0.5), p99Us: quantile(0.99) };
+}
+
+function median(cells: readonly Cell[]): Cell {
+  const sorted = [...cells].sort((a, b) => a.opsPerSec - b.opsPerSec);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      seconds: { type: 'string', default: '0.5' },
+      rounds: { type: 'string', default: '3' },
+      concurrency: { type: 'string', default: '1,10,100' },
+    },
+  });
+  const seconds = Number(values.seconds);
+  const rounds = Number(values.rounds);
+  const levels = values.concurrency.split(',').map(Number);
+
+  const results: Cell[] = [];
+  for (const concurrency of levels) {
+    const byPool = new Map<string, Cell[]>();
+    for (let round = 0; round < rounds; round++) {
+      // Rotate the order so no pool always runs first (cold) or last (after GC pressure).
+      for (let i = 0; i < FACTORIES.length; i++) {
+        const subject = FACTORIES[(i + round) % FACTORIES.length]!();
+        const cell = await runCell(subject, concurrency, seconds);
+        await subject.close();
+        byPool.set(cell.pool, [...(byPool.get(cell.pool) ?? []), cell]);
+      }
+    }
+    for (const factory of FACTORIES) {
+      const name = factory === sluice ? 'sluice' : factory === tarn ? 'tarn' : factory === generic ? 'generic-pool' : 'pg-pool';
+      results.push(median(byPool.get(name)!));
+    }
+  }
+
+  if (values.json) {
+    const round = (cell: Cell): Cell => ({
+      pool: cell.pool,
+      concurrency: cell.concurrency,
+      opsPerSec: Math.round(cell.opsPerSec),
+      p50Us: Number(cell.p50Us.toFixed(2)),
+      p99Us: Number(cell.p99Us.toFixed(2)),
+    });
+    process.stdout.write(`${JSON.stringify({ results: results.map(round) })}\n`);
+    return;
+  }
+  printTable(results);
+}
+
+function printTable(results: readonly Cell[]): void {
+  const rows = results.map((cell) => {
+    const peers = results.filter((other) => other.concurrency === cell.concurrency && other.pool !== 'sluice');
+    const fastestPeer = Math.max(...peers.map((peer) => peer.opsPerSec));
+    const ratio = cell.pool === 'sluice' ? `${(cell.opsPerSec / fastestPeer).toFixed(2)}x best peer` : '';
+    return [
+      String(cell.concurrency),
+      cell.pool,
+      Math.round(cell.opsPerSec).toLocaleString('en-US'),
+      cell.p50Us.toFixed(2),
+      cell.p99Us.toFixed(2),
+      ratio,
+    ];
+  });
+  const header = ['callers', 'pool', 'ops/s', 'p50 µs', 'p99 µs', 'sluice vs fastest peer'];
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
+  const line = (cells: readonly string[]): string =>
+    cells.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ');
+  console.log(`acquire + release, max ${MAX}, median of the rounds (compare ratios; absolute numbers vary by machine)`);
+  console.log(line(header));
+  console.log(widths.map((width) => '-'.repeat(width)).join('  '));
+  for (const row of rows) console.log(line(row));
+}
+
+await main();

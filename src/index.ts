@@ -1,0 +1,2 @@
+export { SluiceError, InvalidOptionError } from './errors.js';
+export * from './pool/index.js';

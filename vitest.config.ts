@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // The memory test measures the heap after a forced collection.
+    execArgv: ['--expose-gc'],
+    testTimeout: 20_000,
+    // An unawaited rejection in a test is a bug in the pool or the test: fail on it.
+    dangerouslyIgnoreUnhandledErrors: false,
+  },
+});
