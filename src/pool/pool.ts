@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks';
 import { describeError } from '../errors.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { PoolClosedError, PoolCreateError, PoolQueueFullError, PoolTimeoutError } from './errors.js';
@@ -44,6 +43,7 @@ interface CreateAttempt {
 
 const NEVER_ABORTED = new AbortController().signal;
 
+// The global, looked up per call, so test fake timers that replace it are honoured.
 const now = (): number => performance.now();
 
 /**
@@ -413,26 +413,34 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   ): Promise<PoolLeaseOf<R>> {
     entry.state = 'validating';
     this.#validating++;
-    const remaining = startedAt + timeoutMs - now();
-    const valid = await this.#validate(entry.resource, signal, Math.min(this.#options.validateTimeoutMs, remaining));
+    const deadline = startedAt + timeoutMs;
+    const valid = await this.#validate(entry.resource, signal, Math.min(this.#options.validateTimeoutMs, deadline - now()));
     this.#validating--;
     if ((entry.state as ResourceState) === 'destroyed') {
       // A forced close destroyed it meanwhile (the `await` above lets state change).
       throw new PoolClosedError();
     }
+    const time = now();
     if (!valid || entry.retireReason !== undefined || this.#closing !== undefined) {
       if (!valid) this.#validationFailures++;
       this.#retire(entry, entry.retireReason ?? (this.#closing !== undefined ? 'closed' : 'validation'));
-      // Try again with whatever is left of this caller's deadline.
-      return this.#acquire(signal, Math.max(0, startedAt + timeoutMs - now()), stack, startedAt);
+    } else if (signal?.aborted === true || time >= deadline) {
+      // Good, but its caller gave up meanwhile: it goes to the next one.
+      entry.lastReleasedAt = time;
+      this.#offer(entry);
+    } else {
+      return this.#lend(entry, stack, time - startedAt);
     }
     if (signal?.aborted === true) {
-      entry.lastReleasedAt = now();
-      this.#offer(entry);
       this.#aborted++;
       throw signal.reason;
     }
-    return this.#lend(entry, stack, now() - startedAt);
+    if (time >= deadline) {
+      this.#timedOut++;
+      throw this.#timeoutError(time - startedAt);
+    }
+    // Try again with whatever is left of this caller's deadline.
+    return this.#acquire(signal, deadline - time, stack, startedAt);
   }
 
   async #validate(resource: R, signal: AbortSignal | undefined, timeoutMs: number): Promise<boolean> {
