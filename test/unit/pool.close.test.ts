@@ -1,0 +1,131 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, test, vi } from 'vitest';
+import { createPool, type Pool, PoolClosedError } from '../../src/index.js';
+import { FakeFactory, type FakeResource, settle, track } from './fake-resources.js';
+
+const pools: Pool<FakeResource>[] = [];
+function makePool(factory: FakeFactory, extra: Parameters<FakeFactory['options']>[0]): Pool<FakeResource> {
+  const pool = createPool(factory.options(extra));
+  pools.push(pool);
+  return pool;
+}
+afterEach(async () => {
+  vi.useRealTimers();
+  await Promise.all(pools.splice(0).map((pool) => pool.close()));
+});
+
+describe('close()', () => {
+  test('rejects waiting and new acquires with POOL_CLOSED', async () => {
+    const pool = makePool(new FakeFactory(), { max: 1 });
+    const held = await pool.acquire();
+    const waiters = [track(pool.acquire()), track(pool.acquire({ timeoutMs: Infinity }))];
+    const closing = pool.close();
+    await settle();
+    for (const waiter of waiters) {
+      expect(waiter.state()).toBe('rejected');
+      expect(waiter.error()).toBeInstanceOf(PoolClosedError);
+      expect((waiter.error() as PoolClosedError).code).toBe('POOL_CLOSED');
+    }
+    expect(pool.stats()).toMatchObject({ waiting: 0, closed: true });
+    await expect(pool.acquire()).rejects.toBeInstanceOf(PoolClosedError);
+    await expect(pool.use(() => 1)).rejects.toBeInstanceOf(PoolClosedError);
+    held.release();
+    await closing;
+  });
+
+  test('waits for leases to come back, then destroys every resource exactly once', async () => {
+    const factory = new FakeFactory();
+    const pool = makePool(factory, { max: 3 });
+    const leases = await Promise.all([pool.acquire(), pool.acquire(), pool.acquire()]);
+    leases[0]!.release();
+    const closing = track(pool.close());
+    await settle();
+    expect(closing.state()).toBe('pending');
+    expect(factory.destroyed.get(leases[0]!.resource.id)).toBe(1);
+    leases[1]!.release();
+    leases[2]!.destroy();
+    await closing.promise;
+    expect(factory.notDestroyedExactlyOnce()).toEqual([]);
+    expect(pool.stats()).toMatchObject({ size: 0, idle: 0, inUse: 0, pendingCreates: 0 });
+    expect(pool.close()).toBe(closing.promise);
+  });
+
+  test('the wait is bounded: after closeTimeoutMs leases still out are destroyed anyway', async () => {
+    vi.useFakeTimers();
+    const factory = new FakeFactory();
+    const pool = makePool(factory, { max: 2, closeTimeoutMs: 1_000 });
+    const stuck = await pool.acquire();
+    const reasons: string[] = [];
+    pool.on('destroy', ({ reason }) => reasons.push(reason));
+    const closing = track(pool.close());
+    await vi.advanceTimersByTimeAsync(999);
+    expect(closing.state()).toBe('pending');
+    await vi.advanceTimersByTimeAsync(1);
+    expect(closing.state()).toBe('fulfilled');
+    expect(reasons).toEqual(['closed']);
+    // Its holder giving it back late is harmless: no second destroy, no error.
+    expect(() => stuck.release()).not.toThrow();
+    expect(factory.notDestroyedExactlyOnce()).toEqual([]);
+    expect(pool.stats()).toMatchObject({ size: 0, inUse: 0 });
+  });
+
+  test('aborts pending creates; a resource that arrives after close is destroyed', async () => {
+    const factory = new FakeFactory();
+    factory.closeGate();
+    const pool = makePool(factory, { max: 2 });
+    const waiter = track(pool.acquire());
+    await settle();
+    expect(pool.stats().pendingCreates).toBe(1);
+    await pool.close();
+    expect(waiter.error()).toBeInstanceOf(PoolClosedError);
+    expect(pool.stats().pendingCreates).toBe(0);
+    expect(factory.inFlight).toBe(0); // the factory honoured the abort signal
+  });
+
+  test('destroy errors are reported, not thrown, and close still completes', async () => {
+    const pool = createPool<FakeResource>({
+      max: 1,
+      create: () => ({ id: 1 }),
+      destroy: () => Promise.reject(new Error('socket already closed')),
+    });
+    const errors: string[] = [];
+    pool.on('error', ({ phase }) => errors.push(phase));
+    (await pool.acquire()).release();
+    await pool.close();
+    expect(errors).toEqual(['destroy']);
+  });
+
+  test('emits close once everything is destroyed', async () => {
+    const factory = new FakeFactory();
+    const pool = makePool(factory, { max: 1 });
+    (await pool.acquire()).release();
+    let destroyedAtClose = -1;
+    pool.on('close', () => {
+      destroyedAtClose = factory.destroyed.size;
+    });
+    await pool.close();
+    expect(destroyedAtClose).toBe(1);
+  });
+
+  test('a process whose only pool is closed exits on its own', async () => {
+    const fixture = fileURLToPath(new URL('../fixtures/close-then-exit.ts', import.meta.url));
+    const child = spawn(process.execPath, ['--import', 'tsx', fixture], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    // A generous guard, not a timing assertion: a leftover timer would hold it for minutes.
+    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      child.on('exit', (c, s) => resolve([c, s])),
+    );
+    clearTimeout(killer);
+    expect(stderr).toBe('');
+    expect(signal).toBeNull();
+    expect(code).toBe(0);
+    const [waiterLine, statsLine] = stdout.trim().split('\n');
+    expect(JSON.parse(waiterLine!)).toEqual({ waiter: 'POOL_CLOSED' });
+    expect(JSON.parse(statsLine!).stats).toMatchObject({ size: 0, closed: true, totals: { created: 2, destroyed: 2 } });
+  });
+});
