@@ -261,6 +261,11 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       }
       return Promise.resolve(this.#lend(entry, stack, 0));
     }
+    if (timeoutMs <= 0) {
+      // A zero deadline means "only if one is free now": no queue, no create.
+      this.#timedOut++;
+      return Promise.reject(this.#timeoutError(0));
+    }
     if (this.#waiters.length >= this.#options.maxWaiting) {
       this.#rejected++;
       return Promise.reject(new PoolQueueFullError(this.#options.maxWaiting));

@@ -217,3 +217,17 @@ describe('acquire', () => {
     expect(seen).toEqual(['acquire 1', 'release 1']);
   });
 });
+
+describe('timeoutMs 0', () => {
+  test('succeeds only if a resource is idle now: no queueing, no create', async () => {
+    const factory = new FakeFactory();
+    const pool = makePool(factory, { max: 2 });
+    await expect(pool.acquire({ timeoutMs: 0 })).rejects.toBeInstanceOf(PoolTimeoutError);
+    expect(factory.calls).toBe(0);
+    expect(pool.stats()).toMatchObject({ waiting: 0, pendingCreates: 0 });
+    (await pool.acquire()).release();
+    const lease = await pool.acquire({ timeoutMs: 0 });
+    expect(lease.resource.id).toBe(1);
+    lease.release();
+  });
+});
