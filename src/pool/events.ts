@@ -14,7 +14,15 @@ export type DestroyReason =
   | 'closed';
 
 /** Which step of the pool's own work failed, for `error` events. */
-export type PoolErrorPhase = 'create' | 'destroy' | 'validate' | 'evict';
+export type PoolErrorPhase =
+  | 'create'
+  | 'destroy'
+  | 'validate'
+  | 'evict'
+  /** A user hook (`isPermanentCreateError`, `isFatalError`) threw; the pool chose the safe side. */
+  | 'hook'
+  /** `close()` stopped waiting for something (a destroy call) when `closeTimeoutMs` ran out. */
+  | 'close';
 
 /** Every event the pool emits, with its payload. */
 export interface PoolEvents<R> {
@@ -43,6 +51,11 @@ export type PoolListener<R, E extends PoolEventName> = (event: PoolEvents<R>[E])
 
 type ListenerTable<R> = { [E in PoolEventName]?: Array<PoolListener<R, E>> };
 
+/** A `once` wrapper remembers what it wraps, so `off(original)` removes it too. */
+interface OnceWrapper {
+  readonly original?: unknown;
+}
+
 /**
  * A small typed event emitter. Unlike `node:events` it never throws for an unheard
  * `error`, and `has()` lets hot paths skip building a payload nobody listens to.
@@ -60,17 +73,20 @@ export class PoolEventEmitter<R> {
   }
 
   once<E extends PoolEventName>(event: E, listener: PoolListener<R, E>): this {
-    const wrapper: PoolListener<R, E> = (payload) => {
-      this.off(event, wrapper);
-      listener(payload);
-    };
+    const wrapper: PoolListener<R, E> & OnceWrapper = Object.assign(
+      (payload: PoolEvents<R>[E]) => {
+        this.off(event, wrapper);
+        listener(payload);
+      },
+      { original: listener },
+    );
     return this.on(event, wrapper);
   }
 
   off<E extends PoolEventName>(event: E, listener: PoolListener<R, E>): this {
     const list = this.#listeners[event] as Array<PoolListener<R, E>> | undefined;
     if (list === undefined) return this;
-    const index = list.indexOf(listener);
+    const index = list.findIndex((l) => l === listener || (l as OnceWrapper).original === listener);
     if (index === -1) return this;
     const next = list.filter((_, i) => i !== index);
     this.#listeners[event] = (next.length > 0 ? next : undefined) as ListenerTable<R>[E];

@@ -18,9 +18,15 @@ export interface Lease<R> {
   [Symbol.dispose](): void;
 }
 
+/**
+ * The method a lease calls to give itself back. Keyed by a symbol that is not exported
+ * from the package, so users cannot bypass the lease's release-once guard.
+ */
+export const RETURN_LEASE: unique symbol = Symbol('sluice.returnLease');
+
 /** The side of the pool a lease reports back to. */
 export interface LeaseOwner<R, E> {
-  returnLease(lease: PoolLease<R, E>, destroy: boolean): void;
+  [RETURN_LEASE](lease: PoolLease<R, E>, destroy: boolean): void;
 }
 
 /** Holds the acquire call's stack, captured lazily formatted; read only if a leak is reported. */
@@ -66,6 +72,6 @@ export class PoolLease<R, E> implements Lease<R> {
   #giveBack(destroy: boolean): void {
     if (this.#released) throw new LeaseReleasedError();
     this.#released = true;
-    this.#owner.returnLease(this, destroy);
+    this.#owner[RETURN_LEASE](this, destroy);
   }
 }

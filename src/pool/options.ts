@@ -144,31 +144,52 @@ function isMarkedPermanent(error: unknown): boolean {
 function checkFunction(name: string, value: unknown, required: boolean): void {
   if (value === undefined && !required) return;
   if (typeof value !== 'function') {
-    throw new InvalidOptionError(name, `expected a function, got ${typeof value}.`);
+    throw new InvalidOptionError(name, `expected a function, got ${describeValue(value)}.`);
   }
+}
+
+/**
+ * Shows a rejected value without echoing text: an option given a connection string by
+ * mistake must not put it in an error message.
+ */
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') return 'a string';
+  if (typeof value === 'number' || typeof value === 'boolean' || value === undefined || value === null) {
+    return String(value);
+  }
+  return typeof value;
 }
 
 function integerAtLeast(name: string, value: number | undefined, fallback: number, least: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < least) {
-    throw new InvalidOptionError(name, `expected an integer >= ${least}, got ${String(value)}.`);
+    throw new InvalidOptionError(name, `expected an integer >= ${least}, got ${describeValue(value)}.`);
   }
   return value;
 }
 
-/** Milliseconds: a non-negative number, or `Infinity` where `allowInfinity`. */
+/** The longest delay a Node timer honours (about 24.8 days); longer ones would fire at once. */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
+
+/**
+ * Milliseconds: a number from `least` to `MAX_DELAY_MS`, or `Infinity` where
+ * `allowInfinity` (for "never").
+ */
 export function checkMilliseconds(
   name: string,
   value: number | undefined,
   fallback: number,
-  allowInfinity = false,
+  { allowInfinity = false, least = 0 }: { readonly allowInfinity?: boolean; readonly least?: number } = {},
 ): number {
   if (value === undefined) return fallback;
   const ok =
-    typeof value === 'number' && value >= 0 && (Number.isFinite(value) || (allowInfinity && value === Infinity));
+    typeof value === 'number' &&
+    value >= least &&
+    (value <= MAX_DELAY_MS || (allowInfinity && value === Infinity));
   if (!ok) {
-    const expected = allowInfinity ? 'a number of milliseconds >= 0, or Infinity' : 'a finite number of milliseconds >= 0';
-    throw new InvalidOptionError(name, `expected ${expected}, got ${String(value)}.`);
+    const range = `a number of milliseconds from ${least} to ${MAX_DELAY_MS}`;
+    const expected = allowInfinity ? `${range}, or Infinity` : range;
+    throw new InvalidOptionError(name, `expected ${expected}, got ${describeValue(value)}.`);
   }
   return value;
 }
@@ -198,7 +219,7 @@ export function resolvePoolOptions<R>(options: PoolOptions<R>): ResolvedPoolOpti
 
   const maxWaiting =
     options.maxWaiting === Infinity ? Infinity : integerAtLeast('maxWaiting', options.maxWaiting, Infinity, 0);
-  const acquireTimeoutMs = checkMilliseconds('acquireTimeoutMs', options.acquireTimeoutMs, 30 * SECOND, true);
+  const acquireTimeoutMs = checkMilliseconds('acquireTimeoutMs', options.acquireTimeoutMs, 30 * SECOND, { allowInfinity: true });
   const idleTimeoutMs = checkMilliseconds('idleTimeoutMs', options.idleTimeoutMs, 10 * MINUTE);
   const maxLifetimeMs = checkMilliseconds('maxLifetimeMs', options.maxLifetimeMs, 30 * MINUTE);
   const maxLifetimeJitterMs = checkMilliseconds(
@@ -221,16 +242,14 @@ export function resolvePoolOptions<R>(options: PoolOptions<R>): ResolvedPoolOpti
   }
   const reuse = options.reuse ?? 'lifo';
   if (reuse !== 'lifo' && reuse !== 'fifo') {
-    throw new InvalidOptionError('reuse', `expected 'lifo' or 'fifo', got ${String(reuse)}.`);
+    throw new InvalidOptionError('reuse', `expected 'lifo' or 'fifo', got ${describeValue(reuse)}.`);
   }
   const housekeepingIntervalMs = checkMilliseconds(
     'housekeepingIntervalMs',
     options.housekeepingIntervalMs,
     defaultHousekeepingInterval(idleTimeoutMs, maxLifetimeMs, leakDetectionMs),
+    { least: 1 },
   );
-  if (housekeepingIntervalMs < 1) {
-    throw new InvalidOptionError('housekeepingIntervalMs', 'must be at least 1 ms.');
-  }
 
   return {
     create: options.create,
@@ -244,15 +263,22 @@ export function resolvePoolOptions<R>(options: PoolOptions<R>): ResolvedPoolOpti
     maxLifetimeMs,
     maxLifetimeJitterMs,
     validateAfterIdleMs: checkMilliseconds('validateAfterIdleMs', options.validateAfterIdleMs, SECOND),
-    validateTimeoutMs: checkMilliseconds('validateTimeoutMs', options.validateTimeoutMs, 5 * SECOND, true),
-    createTimeoutMs: checkMilliseconds('createTimeoutMs', options.createTimeoutMs, 30 * SECOND, true),
+    // At least 1 ms: unlike the idle and lifetime settings, 0 cannot mean "off" here.
+    validateTimeoutMs: checkMilliseconds('validateTimeoutMs', options.validateTimeoutMs, 5 * SECOND, {
+      allowInfinity: true,
+      least: 1,
+    }),
+    createTimeoutMs: checkMilliseconds('createTimeoutMs', options.createTimeoutMs, 30 * SECOND, {
+      allowInfinity: true,
+      least: 1,
+    }),
     createRetryDelayMs,
     createRetryMaxDelayMs,
     isPermanentCreateError: options.isPermanentCreateError ?? isMarkedPermanent,
     isFatalError: options.isFatalError,
     leakDetectionMs,
     reuse,
-    closeTimeoutMs: checkMilliseconds('closeTimeoutMs', options.closeTimeoutMs, 10 * SECOND, true),
+    closeTimeoutMs: checkMilliseconds('closeTimeoutMs', options.closeTimeoutMs, 10 * SECOND, { allowInfinity: true }),
     housekeepingIntervalMs,
     name: options.name ?? 'pool',
   };

@@ -1,4 +1,4 @@
-import { describeError } from '../errors.js';
+import { describeError, InvalidOptionError, SluiceError } from '../errors.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { PoolClosedError, PoolCreateError, PoolQueueFullError, PoolTimeoutError } from './errors.js';
 import {
@@ -8,11 +8,11 @@ import {
   type PoolEventName,
   type PoolListener,
 } from './events.js';
-import { PoolLease, type Lease, type LeaseOwner, type StackHolder } from './lease.js';
+import { PoolLease, RETURN_LEASE, type Lease, type LeaseOwner, type StackHolder } from './lease.js';
 import { checkMilliseconds, resolvePoolOptions, type PoolOptions, type ResolvedPoolOptions } from './options.js';
 import type { PooledResource, ResourceState } from './pooled-resource.js';
 import type { PoolStats } from './stats.js';
-import { retryDelay, startTimer } from './timers.js';
+import { CALLER_GONE, raceCaller, retryDelay, startTimer } from './timers.js';
 import { WaiterQueue, type Waiter } from './waiter-queue.js';
 
 /** Per-call options for `acquire` and `use`. */
@@ -63,8 +63,12 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   readonly #deadlines = new DeadlineHeap<Waiter<PoolLeaseOf<R>>>();
   readonly #attempts = new Set<CreateAttempt>();
   readonly #destroying = new Set<Promise<void>>();
+  /** Validations in flight, so `close()` can abort them. */
+  readonly #validations = new Set<AbortController>();
   readonly #lifo: boolean;
   readonly #leakDetection: boolean;
+  /** Whether checkout must read the clock (lifetime or validation checks). */
+  readonly #checkOnCheckout: boolean;
 
   #leased = 0;
   #validating = 0;
@@ -74,6 +78,8 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   #housekeepingTimer: ReturnType<typeof setInterval> | undefined;
   #consecutiveCreateFailures = 0;
   #lastCreateError: { readonly error: unknown } | undefined = undefined;
+  /** Set first thing in `close()`, so nothing re-entered from a callback sees an open pool. */
+  #closed = false;
   #closing: Promise<void> | undefined = undefined;
   #onDrained: (() => void) | undefined = undefined;
 
@@ -92,6 +98,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     this.#options = resolvePoolOptions(options);
     this.#lifo = this.#options.reuse === 'lifo';
     this.#leakDetection = this.#options.leakDetectionMs > 0;
+    this.#checkOnCheckout = this.#options.validate !== undefined || this.#options.maxLifetimeMs > 0;
     this.#housekeepingTimer = setInterval(() => this.#housekeep(), this.#options.housekeepingIntervalMs);
     this.#housekeepingTimer.unref();
     // Warm up after the caller has its `pool` binding: a factory may refer to it.
@@ -135,12 +142,24 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     try {
       result = await work(lease.resource, { signal: signal ?? NEVER_ABORTED });
     } catch (error) {
-      if (this.#options.isFatalError?.(error, lease.resource) === true) lease.destroy();
+      if (this.#isFatal(error, lease.resource)) lease.destroy();
       else lease.release();
       throw error;
     }
     lease.release();
     return result;
+  }
+
+  #isFatal(error: unknown, resource: R): boolean {
+    const isFatalError = this.#options.isFatalError;
+    if (isFatalError === undefined) return false;
+    try {
+      return isFatalError(error, resource) === true;
+    } catch (hookError) {
+      // A classifier that fails cannot vouch for the resource: destroy it to be safe.
+      this.#emitError(hookError, 'hook');
+      return true;
+    }
   }
 
   /**
@@ -153,8 +172,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       if (entry.resource !== resource) continue;
       if (entry.state === 'idle') {
         this.#idle.splice(this.#idle.indexOf(entry), 1);
-        this.#destroy(entry, 'evicted');
-        this.#fill();
+        this.#retire(entry, 'evicted');
       } else {
         entry.retireReason ??= 'evicted';
       }
@@ -171,7 +189,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       pendingCreates: this.#attempts.size,
       max: this.#options.max,
       min: this.#options.min,
-      closed: this.#closing !== undefined,
+      closed: this.#closed,
       totals: {
         acquired: this.#acquired,
         released: this.#released,
@@ -209,7 +227,10 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
    * destroyed; no timer of the pool's is left. Calling it again returns the same promise.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#close();
+    if (this.#closing === undefined) {
+      this.#closed = true;
+      this.#closing = this.#close();
+    }
     return this.#closing;
   }
 
@@ -217,8 +238,8 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     await this.close();
   }
 
-  /** Called by a lease on `release()` / `destroy()`, and by `use()`. */
-  returnLease(lease: PoolLeaseOf<R>, destroy: boolean): void {
+  /** Called by a lease on `release()` / `destroy()`, exactly once per lease. */
+  [RETURN_LEASE](lease: PoolLeaseOf<R>, destroy: boolean): void {
     const entry = lease.entry;
     if (entry.state === 'destroyed') return; // destroyed by a forced close: nothing to give back
     entry.lease = undefined;
@@ -227,7 +248,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     if (this.#events.has('release')) this.#events.emit('release', { resource: entry.resource });
     if (destroy) return this.#retire(entry, 'destroyed');
     if (entry.retireReason !== undefined) return this.#retire(entry, entry.retireReason);
-    if (this.#closing !== undefined) return this.#retire(entry, 'closed');
+    if (this.#closed) return this.#retire(entry, 'closed');
     const time = now();
     if (time >= entry.expiresAt) return this.#retire(entry, 'lifetime');
     entry.lastReleasedAt = time;
@@ -236,31 +257,49 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
 
   // --- acquiring ------------------------------------------------------------------------
 
+  /** Checks the per-call options; returns the timeout to use. */
   #timeoutOf(options: AcquireOptions | undefined): number {
+    const signal = options?.signal;
+    if (signal !== undefined && typeof (signal as Partial<AbortSignal>).addEventListener !== 'function') {
+      throw new InvalidOptionError('signal', 'expected an AbortSignal.');
+    }
     const timeoutMs = options?.timeoutMs;
     if (timeoutMs === undefined) return this.#options.acquireTimeoutMs;
-    return checkMilliseconds('timeoutMs', timeoutMs, 0, true);
+    return checkMilliseconds('timeoutMs', timeoutMs, 0, { allowInfinity: true });
   }
 
+  /**
+   * `timeoutMs` counts from `startedAt` (read from the clock only when needed), so a retry
+   * after a failed validation keeps the caller's original deadline.
+   */
   #acquire(
     signal: AbortSignal | undefined,
     timeoutMs: number,
     stack: StackHolder | undefined,
     startedAt?: number,
   ): Promise<PoolLeaseOf<R>> {
-    if (this.#closing !== undefined) return Promise.reject(new PoolClosedError());
+    if (this.#closed) return Promise.reject(new PoolClosedError());
     if (signal?.aborted === true) {
       this.#aborted++;
       return Promise.reject(signal.reason);
     }
     // Fast path. `idle > 0` implies nobody waits, so taking it is fair.
-    const entry = this.#takeIdle();
-    if (entry !== undefined) {
-      if (this.#options.validate !== undefined && now() - entry.lastReleasedAt >= this.#options.validateAfterIdleMs) {
-        return this.#validateThenLend(entry, signal, timeoutMs, stack, startedAt ?? now());
+    let entry = this.#takeIdle();
+    if (entry !== undefined && this.#checkOnCheckout) {
+      const time = now();
+      while (entry !== undefined && time >= entry.expiresAt) {
+        this.#retire(entry, 'lifetime');
+        entry = this.#takeIdle();
       }
-      return Promise.resolve(this.#lend(entry, stack, 0));
+      if (
+        entry !== undefined &&
+        this.#options.validate !== undefined &&
+        time - entry.lastReleasedAt >= this.#options.validateAfterIdleMs
+      ) {
+        return this.#validateThenLend(entry, signal, timeoutMs, stack, startedAt ?? time);
+      }
     }
+    if (entry !== undefined) return Promise.resolve(this.#lend(entry, stack, 0));
     if (timeoutMs <= 0) {
       // A zero deadline means "only if one is free now": no queue, no create.
       this.#timedOut++;
@@ -292,15 +331,17 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
         previous: undefined,
         next: undefined,
       };
+      if (signal !== undefined) {
+        waiter.onAbort = () => this.#abortWaiter(waiter);
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      }
       this.#waiters.push(waiter);
       if (waiter.deadline !== Infinity) {
         this.#deadlines.push(waiter);
         if (waiter.deadline < this.#deadlineTimerAt) this.#armDeadlineTimer(waiter.deadline);
       }
-      if (signal !== undefined) {
-        waiter.onAbort = () => this.#abortWaiter(waiter);
-        signal.addEventListener('abort', waiter.onAbort, { once: true });
-      }
+      // A create retry pending in backoff must keep the process alive for this caller.
+      this.#retryTimer?.ref();
       this.#fill();
     });
   }
@@ -418,55 +459,62 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   ): Promise<PoolLeaseOf<R>> {
     entry.state = 'validating';
     this.#validating++;
-    const deadline = startedAt + timeoutMs;
-    const valid = await this.#validate(entry.resource, signal, Math.min(this.#options.validateTimeoutMs, deadline - now()));
-    this.#validating--;
-    if ((entry.state as ResourceState) === 'destroyed') {
-      // A forced close destroyed it meanwhile (the `await` above lets state change).
-      throw new PoolClosedError();
-    }
-    const time = now();
-    if (!valid || entry.retireReason !== undefined || this.#closing !== undefined) {
-      if (!valid) this.#validationFailures++;
-      this.#retire(entry, entry.retireReason ?? (this.#closing !== undefined ? 'closed' : 'validation'));
-    } else if (signal?.aborted === true || time >= deadline) {
-      // Good, but its caller gave up meanwhile: it goes to the next one.
-      entry.lastReleasedAt = time;
-      this.#offer(entry);
-    } else {
-      return this.#lend(entry, stack, time - startedAt);
-    }
-    if (signal?.aborted === true) {
-      this.#aborted++;
-      throw signal.reason;
-    }
-    if (time >= deadline) {
+    const check = this.#validate(entry.resource);
+    const valid = await raceCaller(check, signal, startedAt + timeoutMs - now());
+    if (valid === CALLER_GONE) {
+      // The caller stopped waiting, but the check goes on under its own timeout and
+      // decides where the resource goes: a healthy one is not destroyed for a caller's haste.
+      void check.then((ok) => {
+        if (this.#finishValidation(entry, ok)) {
+          entry.lastReleasedAt = now();
+          this.#offer(entry);
+        }
+      });
+      if (signal?.aborted === true) {
+        this.#aborted++;
+        throw signal.reason;
+      }
       this.#timedOut++;
-      throw this.#timeoutError(time - startedAt);
+      throw this.#timeoutError(now() - startedAt);
     }
-    // Try again with whatever is left of this caller's deadline.
-    return this.#acquire(signal, deadline - time, stack, startedAt);
+    if (this.#finishValidation(entry, valid)) return this.#lend(entry, stack, now() - startedAt);
+    // Another resource, within what is left of the same deadline.
+    return this.#acquire(signal, timeoutMs, stack, startedAt);
   }
 
-  async #validate(resource: R, signal: AbortSignal | undefined, timeoutMs: number): Promise<boolean> {
+  /** Settles a validation's books; true when the resource may be handed out. */
+  #finishValidation(entry: Entry<R>, valid: boolean): boolean {
+    this.#validating--;
+    if (entry.state === 'destroyed') return false; // a forced close took it meanwhile
+    if (valid && entry.retireReason === undefined && !this.#closed) return true;
+    if (!valid && !this.#closed) this.#validationFailures++;
+    this.#retire(entry, entry.retireReason ?? (this.#closed ? 'closed' : 'validation'));
+    return false;
+  }
+
+  /** Runs `validate` under `validateTimeoutMs`. Never rejects: a throw or timeout is `false`. */
+  async #validate(resource: R): Promise<boolean> {
     const controller = new AbortController();
-    const onAbort = (): void => controller.abort(signal?.reason);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const timer = startTimer(timeoutMs, () => controller.abort(new Error('validation timed out')), true);
+    this.#validations.add(controller);
+    const timeoutMs = this.#options.validateTimeoutMs;
+    const timer = startTimer(
+      timeoutMs,
+      () => controller.abort(new SluiceError('VALIDATE_TIMEOUT', `validate did not finish within ${timeoutMs} ms`)),
+      true,
+    );
     try {
-      const check = Promise.resolve(this.#options.validate!(resource, { signal: controller.signal }));
       const aborted = new Promise<false>((resolve) => {
-        if (controller.signal.aborted) resolve(false);
         controller.signal.addEventListener('abort', () => resolve(false), { once: true });
       });
+      const check = Promise.resolve(this.#options.validate!(resource, { signal: controller.signal }));
       return (await Promise.race([check, aborted])) === true;
     } catch (error) {
       this.#emitError(error, 'validate');
       return false;
     } finally {
       clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      controller.abort(); // lets the `aborted` promise settle; nothing else listens any more
+      this.#validations.delete(controller);
+      controller.abort(); // settles `aborted`; nothing else listens any more
     }
   }
 
@@ -483,7 +531,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
 
   /** The one path that starts creates. Runs whenever demand may have grown. */
   #fill(): void {
-    if (this.#closing !== undefined || this.#retryTimer !== undefined) return;
+    if (this.#closed || this.#retryTimer !== undefined) return;
     for (let wanted = this.#createsWanted(); wanted > 0; wanted--) this.#startCreate();
   }
 
@@ -493,7 +541,10 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     attempt.timer = startTimer(
       this.#options.createTimeoutMs,
       () => {
-        const error = new Error(`create timed out after ${this.#options.createTimeoutMs} ms`);
+        const error = new SluiceError(
+          'CREATE_TIMEOUT',
+          `${this.#options.name}: create did not finish within createTimeoutMs (${this.#options.createTimeoutMs} ms) and was aborted.`,
+        );
         attempt.controller.abort(error);
         this.#createFailed(attempt, error);
       },
@@ -524,7 +575,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     if (!this.#finishAttempt(attempt)) {
       // It came back after its attempt timed out or the pool closed: nobody wants it.
       this.#created++;
-      this.#destroyResource(resource, this.#closing !== undefined ? 'closed' : 'destroyed');
+      this.#destroyResource(resource, this.#closed ? 'closed' : 'destroyed');
       return;
     }
     this.#created++;
@@ -540,7 +591,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     };
     this.#all.add(entry);
     if (this.#events.has('create')) this.#events.emit('create', { resource });
-    if (this.#closing !== undefined) {
+    if (this.#closed) {
       this.#retire(entry, 'closed');
       return;
     }
@@ -558,9 +609,9 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     if (!this.#finishAttempt(attempt)) return;
     this.#createErrors++;
     this.#emitError(error, 'create');
-    if (this.#closing !== undefined) return;
+    if (this.#closed) return;
     this.#lastCreateError = { error };
-    if (this.#options.isPermanentCreateError(error)) {
+    if (this.#isPermanent(error)) {
       this.#consecutiveCreateFailures = 0;
       this.#failWaiters(
         new PoolCreateError(
@@ -578,16 +629,26 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
         this.#options.createRetryDelayMs,
         this.#options.createRetryMaxDelayMs,
       );
-      // Unref'd: a pool warming `min` against a database that is down must not keep the
-      // process alive; waiters have their own deadline timer that does.
+      // Unref'd when nobody waits: a pool warming `min` against a database that is down
+      // must not keep the process alive. A caller waiting (even for ever) must.
       this.#retryTimer = startTimer(
         delay,
         () => {
           this.#retryTimer = undefined;
           this.#fill();
         },
-        true,
+        this.#waiters.length === 0,
       );
+    }
+  }
+
+  #isPermanent(error: unknown): boolean {
+    try {
+      return this.#options.isPermanentCreateError(error) === true;
+    } catch (hookError) {
+      // A classifier that fails cannot say retrying is hopeless: keep retrying.
+      this.#emitError(hookError, 'hook');
+      return false;
     }
   }
 
@@ -672,30 +733,58 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   // --- closing --------------------------------------------------------------------------
 
   async #close(): Promise<void> {
+    const giveUpAt = now() + this.#options.closeTimeoutMs;
     clearInterval(this.#housekeepingTimer);
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     this.#failWaiters(new PoolClosedError('The pool closed while this caller waited for a resource.'));
     for (const attempt of this.#attempts) attempt.controller.abort(new PoolClosedError());
+    for (const validation of this.#validations) validation.abort(new PoolClosedError());
     for (let entry = this.#idle.pop(); entry !== undefined; entry = this.#idle.pop()) this.#destroy(entry, 'closed');
 
     if (this.#busy() > 0) {
-      let graceTimer: Timer | undefined;
-      await new Promise<void>((resolve) => {
-        this.#onDrained = resolve;
-        graceTimer = startTimer(this.#options.closeTimeoutMs, resolve, false);
-      });
-      clearTimeout(graceTimer);
+      await this.#waitUntil(
+        giveUpAt,
+        new Promise<void>((resolve) => {
+          this.#onDrained = resolve;
+        }),
+      );
       this.#onDrained = undefined;
       // Whatever is still out is destroyed anyway; its holder's release() becomes a no-op.
       for (const entry of [...this.#all]) {
+        if (entry.state === 'destroyed') continue; // re-entered from a destroy callback
         if (entry.state === 'leased') this.#leased--;
         this.#destroy(entry, 'closed');
       }
       for (const attempt of [...this.#attempts]) this.#finishAttempt(attempt);
     }
-    while (this.#destroying.size > 0) await Promise.all(this.#destroying);
+    const destroys = (async () => {
+      while (this.#destroying.size > 0) await Promise.all(this.#destroying);
+    })();
+    if (!(await this.#waitUntil(giveUpAt, destroys))) {
+      this.#emitError(
+        new SluiceError(
+          'CLOSE_TIMEOUT',
+          `${this.#options.name}: ${this.#destroying.size} destroy call(s) had not finished when closeTimeoutMs ` +
+            `(${this.#options.closeTimeoutMs} ms) ran out; close() stopped waiting for them.`,
+        ),
+        'close',
+      );
+    }
     this.#events.emit('close', {});
+  }
+
+  /** Waits for `promise` until the clock reaches `deadline`; true if it settled in time. */
+  async #waitUntil(deadline: number, promise: Promise<void>): Promise<boolean> {
+    let timer: Timer | undefined;
+    const expired = new Promise<false>((resolve) => {
+      timer = startTimer(deadline - now(), () => resolve(false), false);
+    });
+    try {
+      return await Promise.race([promise.then(() => true), expired]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Resources or creates the close still waits for. */

@@ -171,6 +171,26 @@ describe('acquire', () => {
     expect(pool.stats()).toMatchObject({ waiting: 0, inUse: 0 });
   });
 
+  test('a signal that is not an AbortSignal is refused up front, leaving nothing queued', async () => {
+    const pool = makePool(new FakeFactory(), { max: 1 });
+    const held = await pool.acquire();
+    const error = await pool.acquire({ signal: { aborted: false } as AbortSignal }).catch((e: unknown) => e);
+    expect((error as InvalidOptionError).option).toBe('signal');
+    expect(pool.stats().waiting).toBe(0);
+    held.release();
+  });
+
+  test('option errors never echo a string value (it could be a connection string)', () => {
+    const url = 'postgres://app:hunter2@db/orders';
+    try {
+      createPool({ ...new FakeFactory().options({ max: 1 }), max: url as unknown as number });
+      expect.unreachable();
+    } catch (error) {
+      expect((error as Error).message).not.toContain('hunter2');
+      expect((error as Error).message).toContain('got a string');
+    }
+  });
+
   test('bad pool options throw INVALID_OPTION naming the option', () => {
     const factory = new FakeFactory();
     const cases: Array<[Record<string, unknown>, string]> = [
@@ -182,6 +202,10 @@ describe('acquire', () => {
       [{ max: 2, reuse: 'random' }, 'reuse'],
       [{ max: 2, maxLifetimeMs: 100, maxLifetimeJitterMs: 100 }, 'maxLifetimeJitterMs'],
       [{ max: 2, create: 'nope' }, 'create'],
+      [{ max: 2, housekeepingIntervalMs: 2 ** 31 }, 'housekeepingIntervalMs'],
+      [{ max: 2, createTimeoutMs: 0 }, 'createTimeoutMs'],
+      [{ max: 2, validateTimeoutMs: 0 }, 'validateTimeoutMs'],
+      [{ max: 2, acquireTimeoutMs: 2 ** 31 }, 'acquireTimeoutMs'],
     ];
     for (const [extra, option] of cases) {
       const make = (): unknown => createPool({ ...factory.options({ max: 1 }), ...extra } as never);

@@ -15,6 +15,34 @@ afterEach(async () => {
   await Promise.all(pools.splice(0).map((pool) => pool.close()));
 });
 
+/** Runs a fixture script in a child process and reports how it ended. */
+async function runFixture(
+  name: string,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+  const fixture = fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  // A generous guard, not a timing assertion: a leftover timer would hold it for minutes.
+  const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.on('exit', (c, s) => resolve([c, s])),
+  );
+  clearTimeout(killer);
+  return { code, signal, stdout, stderr };
+}
+
+describe('process lifetime', () => {
+  test('a caller waiting for ever keeps the process alive through create backoff', async () => {
+    const { code, stdout, stderr } = await runFixture('wait-through-backoff.ts');
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout.trim())).toEqual({ id: 3 });
+  });
+});
+
 describe('close()', () => {
   test('rejects waiting and new acquires with POOL_CLOSED', async () => {
     const pool = makePool(new FakeFactory(), { max: 1 });
@@ -96,6 +124,63 @@ describe('close()', () => {
     expect(errors).toEqual(['destroy']);
   });
 
+  test('a destroy that never settles cannot hold close() past closeTimeoutMs', async () => {
+    vi.useFakeTimers();
+    const pool = createPool<FakeResource>({
+      max: 1,
+      closeTimeoutMs: 1_000,
+      create: () => ({ id: 1 }),
+      destroy: () => new Promise<void>(() => {}),
+    });
+    const errors: Array<{ phase: string; code: string | undefined }> = [];
+    pool.on('error', ({ error, phase }) => errors.push({ phase, code: (error as { code?: string }).code }));
+    (await pool.acquire()).release();
+    const closing = track(pool.close());
+    await vi.advanceTimersByTimeAsync(999);
+    expect(closing.state()).toBe('pending');
+    await vi.advanceTimersByTimeAsync(1);
+    expect(closing.state()).toBe('fulfilled');
+    expect(errors).toEqual([{ phase: 'close', code: 'CLOSE_TIMEOUT' }]);
+  });
+
+  test('aborts validations in flight; their callers get POOL_CLOSED at once', async () => {
+    const seen: AbortSignal[] = [];
+    const pool = makePool(new FakeFactory(), {
+      max: 1,
+      validateAfterIdleMs: 0,
+      validateTimeoutMs: Infinity,
+      validate: (_, { signal }) => {
+        seen.push(signal);
+        return new Promise<boolean>(() => {});
+      },
+    });
+    (await pool.acquire()).release();
+    const caller = track(pool.acquire({ timeoutMs: Infinity }));
+    await settle();
+    expect(pool.stats().inUse).toBe(1);
+    await pool.close();
+    await settle();
+    expect(seen[0]!.aborted).toBe(true);
+    expect(caller.error()).toBeInstanceOf(PoolClosedError);
+    expect(pool.stats()).toMatchObject({ size: 0, inUse: 0 });
+  });
+
+  test('is closed from its first instant: an acquire from a destroy listener is refused', async () => {
+    const pool = makePool(new FakeFactory(), { max: 1 });
+    (await pool.acquire()).release();
+    const reentrant: Array<Promise<unknown>> = [];
+    pool.on('destroy', () => {
+      expect(pool.stats().closed).toBe(true);
+      reentrant.push(pool.acquire({ timeoutMs: Infinity }).catch((e: unknown) => e));
+    });
+    const first = pool.close();
+    expect(pool.close()).toBe(first);
+    await first;
+    expect(reentrant).toHaveLength(1);
+    expect(await reentrant[0]).toBeInstanceOf(PoolClosedError);
+    expect(pool.stats().waiting).toBe(0);
+  });
+
   test('emits close once everything is destroyed', async () => {
     const factory = new FakeFactory();
     const pool = makePool(factory, { max: 1 });
@@ -109,18 +194,7 @@ describe('close()', () => {
   });
 
   test('a process whose only pool is closed exits on its own', async () => {
-    const fixture = fileURLToPath(new URL('../fixtures/close-then-exit.ts', import.meta.url));
-    const child = spawn(process.execPath, ['--import', 'tsx', fixture], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    // A generous guard, not a timing assertion: a leftover timer would hold it for minutes.
-    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
-      child.on('exit', (c, s) => resolve([c, s])),
-    );
-    clearTimeout(killer);
+    const { code, signal, stdout, stderr } = await runFixture('close-then-exit.ts');
     expect(stderr).toBe('');
     expect(signal).toBeNull();
     expect(code).toBe(0);

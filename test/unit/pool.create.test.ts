@@ -145,7 +145,25 @@ describe('creating resources', () => {
     expect(factory.calls).toBe(1);
   });
 
-  test('a create that hangs past createTimeoutMs is aborted and retried', async () => {
+  test('an isPermanentCreateError that throws is reported and the create is retried', async () => {
+    const factory = new FakeFactory();
+    factory.failures.push(refused());
+    const pool = makePool(factory, {
+      max: 1,
+      createRetryDelayMs: 1,
+      isPermanentCreateError: () => {
+        throw new TypeError('classifier bug');
+      },
+    });
+    const phases: string[] = [];
+    pool.on('error', ({ phase }) => phases.push(phase));
+    const lease = await pool.acquire({ timeoutMs: 5_000 });
+    expect(lease.resource.id).toBe(1);
+    expect(phases).toEqual(['create', 'hook']);
+    lease.release();
+  });
+
+  test('a create that hangs past createTimeoutMs is aborted with CREATE_TIMEOUT and retried', async () => {
     let calls = 0;
     const pool = createPool<FakeResource>({
       max: 1,
@@ -162,9 +180,12 @@ describe('creating resources', () => {
       },
     });
     pools.push(pool);
+    const codes: unknown[] = [];
+    pool.on('error', ({ error }) => codes.push((error as { code?: unknown }).code));
     const lease = await pool.acquire({ timeoutMs: 5_000 });
     expect(lease.resource.id).toBe(2);
     expect(pool.stats().totals.createErrors).toBe(1);
+    expect(codes).toEqual(['CREATE_TIMEOUT']);
     lease.release();
   });
 

@@ -108,6 +108,23 @@ describe('use()', () => {
     expect(await pool.use((resource) => resource.id)).toBe(2);
   });
 
+  test('an isFatalError that throws destroys the resource and rethrows the original error', async () => {
+    const factory = new FakeFactory();
+    const pool = makePool(factory, {
+      max: 1,
+      isFatalError: () => {
+        throw new TypeError('classifier bug');
+      },
+    });
+    const phases: string[] = [];
+    pool.on('error', ({ phase }) => phases.push(phase));
+    const failure = new Error('query failed');
+    await expect(pool.use(() => Promise.reject(failure))).rejects.toBe(failure);
+    expect(phases).toEqual(['hook']);
+    expect(factory.destroyed.get(1)).toBe(1);
+    expect(pool.stats()).toMatchObject({ inUse: 0, size: 0 });
+  });
+
   test('passes the caller signal to the work, and one that never aborts otherwise', async () => {
     const pool = makePool(new FakeFactory(), { max: 1 });
     const controller = new AbortController();
@@ -156,6 +173,16 @@ describe('events', () => {
       process.off('uncaughtException', onUncaught);
       for (const listener of listeners) process.on('uncaughtException', listener);
     }
+  });
+
+  test('off() removes a listener added with once()', async () => {
+    const pool = makePool(new FakeFactory(), { max: 1 });
+    let calls = 0;
+    const listener = (): void => void calls++;
+    pool.once('acquire', listener);
+    pool.off('acquire', listener);
+    (await pool.acquire()).release();
+    expect(calls).toBe(0);
   });
 
   test('off() and once() work; an unheard error event does not throw', async () => {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { createPool, type DestroyReason, type Pool, PoolTimeoutError } from '../../src/index.js';
-import { FakeFactory, type FakeResource } from './fake-resources.js';
+import { FakeFactory, type FakeResource, settle, track } from './fake-resources.js';
 
 const pools: Pool<FakeResource>[] = [];
 function makePool(factory: FakeFactory, extra: Parameters<FakeFactory['options']>[0]): Pool<FakeResource> {
@@ -157,6 +157,57 @@ describe('validation on checkout', () => {
     kept.release();
     expect(errors).toEqual(['validate']);
     expect(pool.stats().totals.validationFailures).toBe(2);
+  });
+
+  test('after a failed validation the caller keeps its whole original deadline', async () => {
+    vi.useFakeTimers();
+    const factory = new FakeFactory();
+    let first = true;
+    const pool = makePool(factory, {
+      max: 2,
+      validateAfterIdleMs: 0,
+      validateTimeoutMs: 60_000,
+      validate: async () => {
+        if (!first) return true;
+        first = false;
+        // Fails after 600 ms of a 1,000 ms deadline.
+        await new Promise((resolve) => setTimeout(resolve, 600));
+        return false;
+      },
+    });
+    (await pool.acquire()).release();
+    factory.closeGate(); // the replacement takes 300 ms to create
+    setTimeout(() => factory.openGate(), 900);
+    const caller = track(pool.acquire({ timeoutMs: 1_000 }));
+    await vi.advanceTimersByTimeAsync(650);
+    expect(caller.state()).toBe('pending');
+    await vi.advanceTimersByTimeAsync(300);
+    expect(caller.state()).toBe('fulfilled');
+    expect(caller.value()!.resource.id).toBe(2);
+    caller.value()!.release();
+  });
+
+  test('a caller that gives up during validation does not cost a healthy resource', async () => {
+    const factory = new FakeFactory();
+    let finishCheck: ((ok: boolean) => void) | undefined;
+    const pool = makePool(factory, {
+      max: 1,
+      validateAfterIdleMs: 0,
+      validate: () => new Promise<boolean>((resolve) => (finishCheck = resolve)),
+    });
+    (await pool.acquire()).release();
+    const controller = new AbortController();
+    const caller = track(pool.acquire({ signal: controller.signal }));
+    await settle();
+    controller.abort(new Error('client left'));
+    await settle();
+    expect(caller.state()).toBe('rejected');
+    expect(pool.stats()).toMatchObject({ inUse: 1, size: 1 });
+    finishCheck!(true);
+    await settle();
+    expect(pool.stats()).toMatchObject({ idle: 1, inUse: 0, size: 1 });
+    expect(pool.stats().totals.validationFailures).toBe(0);
+    expect(factory.destroyed.size).toBe(0);
   });
 
   test('validation counts against the caller deadline', async () => {
