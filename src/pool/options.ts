@@ -98,8 +98,9 @@ export interface PoolOptions<R> {
   /** How long `close()` waits for leases to come back before destroying them anyway. Default 10 s. */
   readonly closeTimeoutMs?: number;
   /**
-   * How often idle, lifetime and leak checks run. Default: a quarter of the shortest of
-   * `idleTimeoutMs`, `maxLifetimeMs` and `leakDetectionMs`, between 10 ms and 30 s.
+   * How often idle and leak checks run (max lifetime has a timer of its own per resource).
+   * Default: a quarter of the shorter of `idleTimeoutMs` and `leakDetectionMs`, between
+   * 10 ms and 30 s.
    */
   readonly housekeepingIntervalMs?: number;
   /** A name used in error messages, to tell pools apart. Default `pool`. */
@@ -194,8 +195,8 @@ export function checkMilliseconds(
   return value;
 }
 
-function defaultHousekeepingInterval(idleTimeoutMs: number, maxLifetimeMs: number, leakDetectionMs: number): number {
-  const enabled = [idleTimeoutMs, maxLifetimeMs, leakDetectionMs].filter((ms) => ms > 0);
+function defaultHousekeepingInterval(idleTimeoutMs: number, leakDetectionMs: number): number {
+  const enabled = [idleTimeoutMs, leakDetectionMs].filter((ms) => ms > 0);
   const shortest = enabled.length > 0 ? Math.min(...enabled) : 30 * SECOND;
   return Math.min(30 * SECOND, Math.max(10, Math.floor(shortest / 4)));
 }
@@ -247,7 +248,7 @@ export function resolvePoolOptions<R>(options: PoolOptions<R>): ResolvedPoolOpti
   const housekeepingIntervalMs = checkMilliseconds(
     'housekeepingIntervalMs',
     options.housekeepingIntervalMs,
-    defaultHousekeepingInterval(idleTimeoutMs, maxLifetimeMs, leakDetectionMs),
+    defaultHousekeepingInterval(idleTimeoutMs, leakDetectionMs),
     { least: 1 },
   );
 

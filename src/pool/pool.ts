@@ -67,8 +67,8 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   readonly #validations = new Set<AbortController>();
   readonly #lifo: boolean;
   readonly #leakDetection: boolean;
-  /** Whether checkout must read the clock (lifetime or validation checks). */
-  readonly #checkOnCheckout: boolean;
+  /** Whether checkout may validate (and so must read the clock). */
+  readonly #validates: boolean;
 
   #leased = 0;
   #validating = 0;
@@ -98,7 +98,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     this.#options = resolvePoolOptions(options);
     this.#lifo = this.#options.reuse === 'lifo';
     this.#leakDetection = this.#options.leakDetectionMs > 0;
-    this.#checkOnCheckout = this.#options.validate !== undefined || this.#options.maxLifetimeMs > 0;
+    this.#validates = this.#options.validate !== undefined;
     this.#housekeepingTimer = setInterval(() => this.#housekeep(), this.#options.housekeepingIntervalMs);
     this.#housekeepingTimer.unref();
     // Warm up after the caller has its `pool` binding: a factory may refer to it.
@@ -249,9 +249,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     if (destroy) return this.#retire(entry, 'destroyed');
     if (entry.retireReason !== undefined) return this.#retire(entry, entry.retireReason);
     if (this.#closed) return this.#retire(entry, 'closed');
-    const time = now();
-    if (time >= entry.expiresAt) return this.#retire(entry, 'lifetime');
-    entry.lastReleasedAt = time;
+    entry.lastReleasedAt = now();
     this.#offer(entry);
   }
 
@@ -284,22 +282,16 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       return Promise.reject(signal.reason);
     }
     // Fast path. `idle > 0` implies nobody waits, so taking it is fair.
-    let entry = this.#takeIdle();
-    if (entry !== undefined && this.#checkOnCheckout) {
-      const time = now();
-      while (entry !== undefined && time >= entry.expiresAt) {
-        this.#retire(entry, 'lifetime');
-        entry = this.#takeIdle();
+    const entry = this.#takeIdle();
+    if (entry !== undefined) {
+      if (this.#validates) {
+        const time = now();
+        if (time - entry.lastReleasedAt >= this.#options.validateAfterIdleMs) {
+          return this.#validateThenLend(entry, signal, timeoutMs, stack, startedAt ?? time);
+        }
       }
-      if (
-        entry !== undefined &&
-        this.#options.validate !== undefined &&
-        time - entry.lastReleasedAt >= this.#options.validateAfterIdleMs
-      ) {
-        return this.#validateThenLend(entry, signal, timeoutMs, stack, startedAt ?? time);
-      }
+      return Promise.resolve(this.#lend(entry, stack, 0));
     }
-    if (entry !== undefined) return Promise.resolve(this.#lend(entry, stack, 0));
     if (timeoutMs <= 0) {
       // A zero deadline means "only if one is free now": no queue, no create.
       this.#timedOut++;
@@ -583,12 +575,17 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     this.#lastCreateError = undefined;
     const entry: Entry<R> = {
       resource,
-      expiresAt: this.#expiryFor(now()),
+      lifetimeTimer: undefined,
       lastReleasedAt: now(),
       state: 'leased',
       lease: undefined,
       retireReason: undefined,
     };
+    const { maxLifetimeMs, maxLifetimeJitterMs } = this.#options;
+    if (maxLifetimeMs > 0) {
+      const lifetime = maxLifetimeMs - Math.random() * maxLifetimeJitterMs;
+      entry.lifetimeTimer = startTimer(lifetime, () => this.#expire(entry), true);
+    }
     this.#all.add(entry);
     if (this.#events.has('create')) this.#events.emit('create', { resource });
     if (this.#closed) {
@@ -599,10 +596,15 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     this.#fill();
   }
 
-  #expiryFor(createdAt: number): number {
-    const { maxLifetimeMs, maxLifetimeJitterMs } = this.#options;
-    if (maxLifetimeMs === 0) return Infinity;
-    return createdAt + maxLifetimeMs - Math.random() * maxLifetimeJitterMs;
+  /** A resource reached its max lifetime: retired now if idle, else when given back. */
+  #expire(entry: Entry<R>): void {
+    entry.lifetimeTimer = undefined;
+    if (entry.state === 'idle') {
+      this.#idle.splice(this.#idle.indexOf(entry), 1);
+      this.#retire(entry, 'lifetime');
+    } else if (entry.state !== 'destroyed') {
+      entry.retireReason ??= 'lifetime';
+    }
   }
 
   #createFailed(attempt: CreateAttempt, error: unknown): void {
@@ -671,6 +673,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   #destroy(entry: Entry<R>, reason: DestroyReason): void {
     entry.state = 'destroyed';
     entry.lease = undefined;
+    clearTimeout(entry.lifetimeTimer);
     this.#all.delete(entry);
     this.#destroyResource(entry.resource, reason);
     this.#notifyDrained();
@@ -705,11 +708,9 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     // Oldest first: the front of the idle list came back longest ago.
     for (let index = 0; index < this.#idle.length; ) {
       const entry = this.#idle[index]!;
-      const expired = time >= entry.expiresAt;
-      const idledOut = idleTimeoutMs > 0 && time - entry.lastReleasedAt >= idleTimeoutMs && this.#all.size > min;
-      if (expired || idledOut) {
+      if (idleTimeoutMs > 0 && time - entry.lastReleasedAt >= idleTimeoutMs && this.#all.size > min) {
         this.#idle.splice(index, 1);
-        this.#destroy(entry, expired ? 'lifetime' : 'idle');
+        this.#destroy(entry, 'idle');
       } else {
         index++;
       }

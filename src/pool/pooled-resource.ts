@@ -6,8 +6,12 @@ export type ResourceState = 'idle' | 'leased' | 'validating' | 'destroyed';
 /** The pool's record of one live resource. */
 export interface PooledResource<R> {
   readonly resource: R;
-  /** When it retires (its jittered max lifetime), on the `performance.now()` clock; `Infinity` for never. */
-  readonly expiresAt: number;
+  /**
+   * Fires at the end of its jittered max lifetime: retires it if idle, else marks it to be
+   * retired when given back. One unref'd timer per resource, set at create, so neither
+   * checkout nor release pays for a lifetime check.
+   */
+  lifetimeTimer: ReturnType<typeof setTimeout> | undefined;
   /** When it last came back to the pool (or was created). Drives idle timeout and validation. */
   lastReleasedAt: number;
   state: ResourceState;
