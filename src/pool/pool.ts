@@ -286,7 +286,11 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     if (entry !== undefined) {
       if (this.#validates) {
         const time = now();
-        if (time - entry.lastReleasedAt >= this.#options.validateAfterIdleMs) {
+        // On a retry after a failed validation, a resource created or returned since this
+        // caller started is as fresh as it gets: validating it again could loop for ever
+        // (in microtasks, starving every timer) when `min` refills with a synchronous factory.
+        const fresh = startedAt !== undefined && entry.lastReleasedAt >= startedAt;
+        if (!fresh && time - entry.lastReleasedAt >= this.#options.validateAfterIdleMs) {
           return this.#validateThenLend(entry, signal, timeoutMs, stack, startedAt ?? time);
         }
       }
