@@ -126,7 +126,7 @@ function pgPool(): Subject {
   };
 }
 
-const FACTORIES = [sluice, tarn, generic, pgPool] as const;
+const FACTORIES: ReadonlyArray<() => Subject> = [sluice, tarn, generic, pgPool];
 
 interface Cell {
   readonly pool: string;
@@ -189,7 +189,7 @@ async function main(): Promise<void> {
 
   const results: Cell[] = [];
   for (const concurrency of levels) {
-    const byPool = new Map<string, Cell[]>();
+    const byPool = new Map<string, Cell[]>(); // insertion order: the order of FACTORIES in round 0
     for (let round = 0; round < rounds; round++) {
       // Rotate the order so no pool always runs first (cold) or last (after GC pressure).
       for (let i = 0; i < FACTORIES.length; i++) {
@@ -199,10 +199,7 @@ async function main(): Promise<void> {
         byPool.set(cell.pool, [...(byPool.get(cell.pool) ?? []), cell]);
       }
     }
-    for (const factory of FACTORIES) {
-      const name = factory === sluice ? 'sluice' : factory === tarn ? 'tarn' : factory === generic ? 'generic-pool' : 'pg-pool';
-      results.push(median(byPool.get(name)!));
-    }
+    for (const cells of byPool.values()) results.push(median(cells));
   }
 
   if (values.json) {
