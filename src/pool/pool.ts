@@ -10,7 +10,7 @@ import {
 } from './events.js';
 import { PoolLease, RETURN_LEASE, type Lease, type LeaseOwner, type StackHolder } from './lease.js';
 import { checkMilliseconds, resolvePoolOptions, type PoolOptions, type ResolvedPoolOptions } from './options.js';
-import type { PooledResource, ResourceState } from './pooled-resource.js';
+import type { PooledResource } from './pooled-resource.js';
 import type { PoolStats } from './stats.js';
 import { CALLER_GONE, raceCaller, retryDelay, startTimer } from './timers.js';
 import { WaiterQueue, type Waiter } from './waiter-queue.js';

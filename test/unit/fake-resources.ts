@@ -1,4 +1,5 @@
-import type { CreateContext, PoolOptions } from '../../src/index.js';
+import { afterEach, vi } from 'vitest';
+import { createPool, type CreateContext, type Pool, type PoolOptions } from '../../src/index.js';
 
 /** A stand-in resource: the pool only needs identity. */
 export interface FakeResource {
@@ -98,4 +99,26 @@ export function track<T>(promise: Promise<T>): {
     },
   );
   return { promise, state: () => state, value: () => value, error: () => error };
+}
+
+/**
+ * Pools made in a test file are closed after each test (with real timers back), so a
+ * failing test cannot leave timers or resources behind for the next one.
+ */
+export function poolsClosedAfterEach(): {
+  /** A pool over `factory`, closed after the test. */
+  readonly makePool: (factory: FakeFactory, extra: Parameters<FakeFactory['options']>[0]) => Pool<FakeResource>;
+  /** Closes a pool made some other way after the test; returns it. */
+  readonly keep: <P extends Pool<FakeResource>>(pool: P) => P;
+} {
+  const pools: Array<Pool<FakeResource>> = [];
+  afterEach(async () => {
+    vi.useRealTimers();
+    await Promise.all(pools.splice(0).map((pool) => pool.close()));
+  });
+  const keep = <P extends Pool<FakeResource>>(pool: P): P => {
+    pools.push(pool);
+    return pool;
+  };
+  return { makePool: (factory, extra) => keep(createPool(factory.options(extra))), keep };
 }

@@ -1,24 +1,15 @@
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import {
   createPool,
   InvalidOptionError,
   type Lease,
-  type Pool,
   PoolQueueFullError,
   PoolTimeoutError,
   SluiceError,
 } from '../../src/index.js';
-import { FakeFactory, type FakeResource, settle, track } from './fake-resources.js';
+import { FakeFactory, type FakeResource, settle, track, poolsClosedAfterEach } from './fake-resources.js';
 
-const pools: Pool<FakeResource>[] = [];
-function makePool(factory: FakeFactory, extra: Parameters<FakeFactory['options']>[0]): Pool<FakeResource> {
-  const pool = createPool(factory.options(extra));
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  await Promise.all(pools.splice(0).map((pool) => pool.close()));
-});
+const { makePool } = poolsClosedAfterEach();
 
 describe('acquire', () => {
   test('hands out a resource and takes it back', async () => {

@@ -1,19 +1,10 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, test, vi } from 'vitest';
-import { createPool, type Pool, PoolClosedError } from '../../src/index.js';
-import { FakeFactory, type FakeResource, settle, track } from './fake-resources.js';
+import { describe, expect, test, vi } from 'vitest';
+import { createPool, PoolClosedError } from '../../src/index.js';
+import { FakeFactory, type FakeResource, settle, track, poolsClosedAfterEach } from './fake-resources.js';
 
-const pools: Pool<FakeResource>[] = [];
-function makePool(factory: FakeFactory, extra: Parameters<FakeFactory['options']>[0]): Pool<FakeResource> {
-  const pool = createPool(factory.options(extra));
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  vi.useRealTimers();
-  await Promise.all(pools.splice(0).map((pool) => pool.close()));
-});
+const { makePool } = poolsClosedAfterEach();
 
 /** Runs a fixture script in a child process and reports how it ended. */
 async function runFixture(

@@ -1,17 +1,8 @@
-import { afterEach, describe, expect, test, vi } from 'vitest';
-import { createPool, type Pool, PoolCreateError, PoolTimeoutError } from '../../src/index.js';
-import { FakeFactory, type FakeResource, settle, track } from './fake-resources.js';
+import { describe, expect, test, vi } from 'vitest';
+import { createPool, PoolCreateError, PoolTimeoutError } from '../../src/index.js';
+import { FakeFactory, type FakeResource, settle, track, poolsClosedAfterEach } from './fake-resources.js';
 
-const pools: Pool<FakeResource>[] = [];
-function makePool(factory: FakeFactory, extra: Parameters<FakeFactory['options']>[0]): Pool<FakeResource> {
-  const pool = createPool(factory.options(extra));
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  vi.useRealTimers();
-  await Promise.all(pools.splice(0).map((pool) => pool.close()));
-});
+const { makePool, keep } = poolsClosedAfterEach();
 
 const refused = (): Error => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
 
@@ -179,7 +170,7 @@ describe('creating resources', () => {
         return { id: calls };
       },
     });
-    pools.push(pool);
+    keep(pool);
     const codes: unknown[] = [];
     pool.on('error', ({ error }) => codes.push((error as { code?: unknown }).code));
     const lease = await pool.acquire({ timeoutMs: 5_000 });
@@ -204,7 +195,7 @@ describe('creating resources', () => {
         return { id: calls };
       },
     });
-    pools.push(pool);
+    keep(pool);
     const lease = await pool.acquire({ timeoutMs: 5_000 });
     expect(lease.resource.id).toBe(2);
     resolveLate!({ id: 1 });
@@ -226,7 +217,7 @@ describe('creating resources', () => {
         return { id: calls };
       },
     });
-    pools.push(pool);
+    keep(pool);
     const lease = await pool.acquire();
     expect(lease.resource.id).toBe(2);
     lease.release();

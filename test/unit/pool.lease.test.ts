@@ -1,16 +1,8 @@
-import { afterEach, describe, expect, test } from 'vitest';
-import { createPool, LeaseReleasedError, type Pool, SluiceError } from '../../src/index.js';
-import { FakeFactory, type FakeResource } from './fake-resources.js';
+import { describe, expect, test } from 'vitest';
+import { LeaseReleasedError, SluiceError } from '../../src/index.js';
+import { FakeFactory, type FakeResource, poolsClosedAfterEach } from './fake-resources.js';
 
-const pools: Pool<FakeResource>[] = [];
-function makePool(factory: FakeFactory, extra: Parameters<FakeFactory['options']>[0]): Pool<FakeResource> {
-  const pool = createPool(factory.options(extra));
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  await Promise.all(pools.splice(0).map((pool) => pool.close()));
-});
+const { makePool } = poolsClosedAfterEach();
 
 describe('leases', () => {
   test('a second release throws LEASE_RELEASED and the counts stay right', async () => {

@@ -1,17 +1,8 @@
-import { afterEach, describe, expect, test, vi } from 'vitest';
-import { createPool, type DestroyReason, type Pool, PoolTimeoutError } from '../../src/index.js';
-import { FakeFactory, type FakeResource, settle, track } from './fake-resources.js';
+import { describe, expect, test, vi } from 'vitest';
+import { type DestroyReason, type Pool, PoolTimeoutError } from '../../src/index.js';
+import { FakeFactory, type FakeResource, settle, track, poolsClosedAfterEach } from './fake-resources.js';
 
-const pools: Pool<FakeResource>[] = [];
-function makePool(factory: FakeFactory, extra: Parameters<FakeFactory['options']>[0]): Pool<FakeResource> {
-  const pool = createPool(factory.options(extra));
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  vi.useRealTimers();
-  await Promise.all(pools.splice(0).map((pool) => pool.close()));
-});
+const { makePool } = poolsClosedAfterEach();
 
 function destroyLog(pool: Pool<FakeResource>): Array<[number, DestroyReason]> {
   const log: Array<[number, DestroyReason]> = [];
