@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Finds PostgreSQL and MySQL/MariaDB for test/integration (see test/integration/backends.ts).
+    globalSetup: ['test/integration/global-setup.ts'],
     // The memory test measures the heap after a forced collection.
     execArgv: ['--expose-gc'],
     testTimeout: 20_000,

@@ -9,14 +9,16 @@ import { SluiceError } from '../errors.js';
  *   leases, or shed load with `maxWaiting`.
  * - `create-failed`: the pool was trying to create a resource and the last attempt
  *   failed; that error is the `cause` (the database is likely unreachable).
+ * - `validation`: the resource this caller got was still being validated (a zero or very
+ *   short deadline); the resource stays in the pool.
  */
 export class PoolTimeoutError extends SluiceError {
-  readonly reason: 'exhausted' | 'create-failed';
+  readonly reason: 'exhausted' | 'create-failed' | 'validation';
   /** How long the caller waited, in milliseconds. */
   readonly waitedMs: number;
 
   constructor(
-    reason: 'exhausted' | 'create-failed',
+    reason: 'exhausted' | 'create-failed' | 'validation',
     waitedMs: number,
     message: string,
     options?: { readonly cause?: unknown },

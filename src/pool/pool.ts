@@ -268,13 +268,15 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
 
   /**
    * `timeoutMs` counts from `startedAt` (read from the clock only when needed), so a retry
-   * after a failed validation keeps the caller's original deadline.
+   * after a failed validation keeps the caller's original deadline. `retryAfter` is when
+   * that validation failed: resources made or returned since then skip validation.
    */
   #acquire(
     signal: AbortSignal | undefined,
     timeoutMs: number,
     stack: StackHolder | undefined,
     startedAt?: number,
+    retryAfter?: number,
   ): Promise<PoolLeaseOf<R>> {
     if (this.#closed) return Promise.reject(new PoolClosedError());
     if (signal?.aborted === true) {
@@ -286,10 +288,10 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     if (entry !== undefined) {
       if (this.#validates) {
         const time = now();
-        // On a retry after a failed validation, a resource created or returned since this
-        // caller started is as fresh as it gets: validating it again could loop for ever
-        // (in microtasks, starving every timer) when `min` refills with a synchronous factory.
-        const fresh = startedAt !== undefined && entry.lastReleasedAt >= startedAt;
+        // On a retry, a resource made or returned since the failed validation is as fresh
+        // as it gets: validating it again could loop for ever (in microtasks, starving
+        // every timer) when `min` refills at once with a synchronous factory.
+        const fresh = retryAfter !== undefined && entry.lastReleasedAt >= retryAfter;
         if (!fresh && time - entry.lastReleasedAt >= this.#options.validateAfterIdleMs) {
           return this.#validateThenLend(entry, signal, timeoutMs, stack, startedAt ?? time);
         }
@@ -300,6 +302,11 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       // A zero deadline means "only if one is free now": no queue, no create.
       this.#timedOut++;
       return Promise.reject(this.#timeoutError(0));
+    }
+    if (startedAt !== undefined && retryAfter !== undefined && startedAt + timeoutMs <= retryAfter) {
+      // A retry whose deadline passed during the failed validation: no queue, no create.
+      this.#timedOut++;
+      return Promise.reject(this.#timeoutError(retryAfter - startedAt));
     }
     if (this.#waiters.length >= this.#options.maxWaiting) {
       this.#rejected++;
@@ -345,6 +352,8 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   /** Marks a waiter that left the queue as settled and stops listening to its signal. */
   #detach(waiter: Waiter<PoolLeaseOf<R>>): void {
     waiter.settled = true;
+    // With nobody left waiting, a create retry in backoff must not hold the process open.
+    if (this.#waiters.length === 0) this.#retryTimer?.unref();
     if (waiter.onAbort !== undefined) waiter.signal!.removeEventListener('abort', waiter.onAbort);
   }
 
@@ -471,11 +480,17 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
         throw signal.reason;
       }
       this.#timedOut++;
-      throw this.#timeoutError(now() - startedAt);
+      const waited = now() - startedAt;
+      throw new PoolTimeoutError(
+        'validation',
+        waited,
+        `${this.#options.name}: timed out after ${Math.round(waited)} ms waiting for a resource: the one free ` +
+          'resource was still being validated. It stays in the pool; allow more time, or raise validateAfterIdleMs.',
+      );
     }
     if (this.#finishValidation(entry, valid)) return this.#lend(entry, stack, now() - startedAt);
     // Another resource, within what is left of the same deadline.
-    return this.#acquire(signal, timeoutMs, stack, startedAt);
+    return this.#acquire(signal, timeoutMs, stack, startedAt, now());
   }
 
   /** Settles a validation's books; true when the resource may be handed out. */
@@ -496,7 +511,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     const timer = startTimer(
       timeoutMs,
       () => controller.abort(new SluiceError('VALIDATE_TIMEOUT', `validate did not finish within ${timeoutMs} ms`)),
-      true,
+      false, // a caller may be waiting on it: it must keep the process alive, as the caller's wait would
     );
     try {
       const aborted = new Promise<false>((resolve) => {

@@ -178,6 +178,33 @@ describe('validation on checkout', () => {
     caller.value()!.release();
   });
 
+  test('a retry still validates a resource that went stale while the failed validation ran', async () => {
+    vi.useFakeTimers();
+    const validated: number[] = [];
+    const pool = makePool(new FakeFactory(), {
+      max: 2,
+      validateAfterIdleMs: 100,
+      validateTimeoutMs: 60_000,
+      validate: async (resource) => {
+        validated.push(resource.id);
+        if (resource.id !== 1) return true;
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        return false;
+      },
+    });
+    const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);
+    a!.release();
+    await vi.advanceTimersByTimeAsync(200);
+    const caller = track(pool.acquire({ timeoutMs: 5_000 })); // takes stale resource 1
+    await vi.advanceTimersByTimeAsync(10);
+    b!.release(); // resource 2 comes back while 1 is being validated...
+    await vi.advanceTimersByTimeAsync(1_000); // ...and sits idle for ~1 s before the retry
+    expect(caller.state()).toBe('fulfilled');
+    expect(caller.value()!.resource.id).toBe(2);
+    expect(validated).toEqual([1, 2]);
+    caller.value()!.release();
+  });
+
   test('a caller that gives up during validation does not cost a healthy resource', async () => {
     const factory = new FakeFactory();
     let finishCheck: ((ok: boolean) => void) | undefined;

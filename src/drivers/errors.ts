@@ -1,0 +1,97 @@
+import { SluiceError } from '../errors.js';
+
+/** Where a database error came from, for `DatabaseError`. */
+export interface DatabaseErrorDetails {
+  /** The SQLSTATE the server reported (PostgreSQL, and MySQL's `sqlState`). */
+  readonly sqlState?: string | undefined;
+  /** MySQL's numeric error code (`errno`). */
+  readonly errno?: number | undefined;
+  /** The driver's error, untouched. */
+  readonly cause: unknown;
+}
+
+/**
+ * The server refused a statement. `code` tells the kind (`UNIQUE_VIOLATION`,
+ * `FOREIGN_KEY_VIOLATION`, `DEADLOCK`, `SERIALIZATION_FAILURE`, `QUERY_CANCELED`, or
+ * `QUERY_FAILED` for the rest); `sqlState` / `errno` carry the server's own code.
+ */
+export class DatabaseError extends SluiceError {
+  readonly sqlState: string | undefined;
+  readonly errno: number | undefined;
+  /** True when running the same transaction again may well succeed (deadlocks, serialization failures). */
+  readonly retryable: boolean;
+
+  constructor(code: string, message: string, details: DatabaseErrorDetails, retryable = false) {
+    super(code, message, { cause: details.cause });
+    this.sqlState = details.sqlState;
+    this.errno = details.errno;
+    this.retryable = retryable;
+  }
+}
+
+/** An INSERT or UPDATE would duplicate a unique key. */
+export class UniqueViolationError extends DatabaseError {
+  constructor(message: string, details: DatabaseErrorDetails) {
+    super('UNIQUE_VIOLATION', message, details);
+  }
+}
+
+/** A row refers to a missing parent, or a parent still has children. */
+export class ForeignKeyViolationError extends DatabaseError {
+  constructor(message: string, details: DatabaseErrorDetails) {
+    super('FOREIGN_KEY_VIOLATION', message, details);
+  }
+}
+
+/** The server broke a deadlock by failing this transaction. Retry the whole transaction. */
+export class DeadlockError extends DatabaseError {
+  constructor(message: string, details: DatabaseErrorDetails) {
+    super('DEADLOCK', message, details, true);
+  }
+}
+
+/** A serializable (or repeatable read) transaction conflicted. Retry the whole transaction. */
+export class SerializationFailureError extends DatabaseError {
+  constructor(message: string, details: DatabaseErrorDetails) {
+    super('SERIALIZATION_FAILURE', message, details, true);
+  }
+}
+
+/** A statement ran past its deadline and was cancelled on the server. */
+export class QueryTimeoutError extends SluiceError {
+  readonly timeoutMs: number;
+
+  constructor(timeoutMs: number) {
+    super(
+      'QUERY_TIMEOUT',
+      `The query did not finish within its ${timeoutMs} ms deadline and was cancelled on the server.`,
+    );
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * Connecting failed. `code` is `AUTH_FAILED` (wrong user or password), `UNKNOWN_DATABASE`,
+ * both `permanent` (retrying cannot help, so the pool fails waiters at once), or
+ * `CONNECTION_FAILED` (refused, unreachable, reset: transient, retried with backoff).
+ */
+export class ConnectionError extends SluiceError {
+  /** Read by the pool: a permanent error fails waiting callers at once instead of retrying. */
+  readonly permanent: boolean;
+  readonly sqlState: string | undefined;
+  readonly errno: number | undefined;
+
+  constructor(code: 'AUTH_FAILED' | 'UNKNOWN_DATABASE' | 'CONNECTION_FAILED', message: string, details: DatabaseErrorDetails) {
+    super(code, message, { cause: details.cause });
+    this.permanent = code !== 'CONNECTION_FAILED';
+    this.sqlState = details.sqlState;
+    this.errno = details.errno;
+  }
+}
+
+/** The connection broke while a statement ran on it (killed by the server, network lost). */
+export class ConnectionLostError extends SluiceError {
+  constructor(message: string, options: { readonly cause: unknown }) {
+    super('CONNECTION_LOST', message, options);
+  }
+}

@@ -1,0 +1,179 @@
+import pg from 'pg';
+import { ConnectionLostError } from '../errors.js';
+import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
+import { sendCancelRequest, type PostgresEndpoint } from './cancel-request.js';
+import { SQLSTATE, translateConnectError, translateRunError } from './postgres-errors.js';
+
+/** Settings for `PostgresDriver`: what `pg.Client` takes, minus what sluice manages. */
+export type PostgresConnectionConfig = Omit<pg.ClientConfig, 'query_timeout' | 'statement_timeout' | 'Client'> & {
+  /** A server-side `statement_timeout` set on every connection, in ms: a backstop. 0 = none. */
+  readonly statementTimeoutMs?: number;
+  /** How long to wait for the server to let go of a cancelled statement before closing the socket. Default 2 s. */
+  readonly cancelGraceMs?: number;
+};
+
+/**
+ * The PostgreSQL backend, over `pg`. A statement whose signal aborts is cancelled on the
+ * server with a CancelRequest; if the server does not let go of it within `cancelGraceMs`,
+ * the connection is closed and reported broken.
+ */
+export class PostgresDriver implements Driver {
+  readonly dialect = 'postgres';
+  readonly #config: PostgresConnectionConfig;
+  /** `host:port/database`, for messages: never the password or the full URL. */
+  readonly #target: string;
+
+  constructor(config: PostgresConnectionConfig) {
+    this.#config = config;
+    const probe = new pg.Client(config);
+    this.#target = `${probe.host}:${probe.port}/${probe.database ?? ''}`;
+  }
+
+  async connect({ signal }: ConnectOptions): Promise<DriverConnection> {
+    const { statementTimeoutMs, cancelGraceMs, ...clientConfig } = this.#config;
+    const client = new pg.Client({
+      ...clientConfig,
+      ...(statementTimeoutMs !== undefined && statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}),
+    });
+    // Until the connection is ours, a socket error must not become an unhandled 'error'.
+    const swallow = (): void => {};
+    client.on('error', swallow);
+    const abort = (): void => void client.end().catch(swallow);
+    signal.addEventListener('abort', abort, { once: true });
+    try {
+      await client.connect();
+    } catch (error) {
+      throw signal.aborted ? signal.reason : translateConnectError(error, this.#target);
+    } finally {
+      signal.removeEventListener('abort', abort);
+      client.off('error', swallow);
+    }
+    if (signal.aborted) {
+      await client.end().catch(swallow);
+      throw signal.reason;
+    }
+    return new PostgresConnection(client, { host: client.host, port: client.port }, cancelGraceMs ?? 2_000);
+  }
+
+  isFatal(error: unknown): boolean {
+    return error instanceof ConnectionLostError;
+  }
+
+  async close(): Promise<void> {
+    // Cancel requests use short-lived sockets of their own: nothing is held here.
+  }
+}
+
+class PostgresConnection implements DriverConnection {
+  readonly #client: pg.Client;
+  readonly #endpoint: PostgresEndpoint;
+  readonly #cancelGraceMs: number;
+  readonly #brokenListeners: Array<(error: unknown) => void> = [];
+  #broken = false;
+  #busy = false;
+
+  constructor(client: pg.Client, endpoint: PostgresEndpoint, cancelGraceMs: number) {
+    this.#client = client;
+    this.#endpoint = endpoint;
+    this.#cancelGraceMs = cancelGraceMs;
+    // pg emits 'error' when an idle connection dies (e.g. pg_terminate_backend); with no
+    // listener that would crash the process. Here it marks the connection broken instead.
+    client.on('error', (error) => this.#markBroken(error));
+    client.on('end', () => this.#markBroken(new ConnectionLostError('The PostgreSQL connection closed.', { cause: undefined })));
+  }
+
+  get broken(): boolean {
+    return this.#broken;
+  }
+
+  onBroken(listener: (error: unknown) => void): void {
+    this.#brokenListeners.push(listener);
+  }
+
+  async run<Row>(sql: string, parameters: readonly unknown[], options?: RunOptions): Promise<StatementResult<Row>> {
+    const signal = options?.signal;
+    if (signal?.aborted === true) throw signal.reason;
+    if (this.#broken) throw new ConnectionLostError('The PostgreSQL connection is closed.', { cause: undefined });
+    this.#busy = true;
+    const running = this.#client.query({ text: sql, values: parameters as unknown[] });
+    try {
+      const result = signal === undefined ? await running : await this.#runCancellable(running, signal);
+      return {
+        rows: result.rows as Row[],
+        affectedRows: result.command === 'SELECT' || result.rowCount === null ? undefined : BigInt(result.rowCount),
+        insertId: undefined,
+      };
+    } catch (error) {
+      throw translateRunError(error, this.#broken);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Waits for a statement; when `signal` aborts, cancels it on the server, waits for the
+   * server to let go (bounded by `cancelGraceMs`), and rejects with `signal.reason`.
+   */
+  async #runCancellable(running: Promise<pg.QueryResult>, signal: AbortSignal): Promise<pg.QueryResult> {
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<'aborted'>((resolve) => {
+      onAbort = () => resolve('aborted');
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    const settled = running.then(
+      (result) => ({ ok: true as const, result }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+    try {
+      const first = await Promise.race([settled, aborted]);
+      if (first !== 'aborted') {
+        if (first.ok) return first.result;
+        throw first.error;
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
+
+    const { processID, secretKey } = this.#client as unknown as { processID: number; secretKey: number };
+    const cancelled = sendCancelRequest(this.#endpoint, processID, secretKey, this.#cancelGraceMs);
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<'stuck'>((resolve) => {
+      graceTimer = setTimeout(() => resolve('stuck'), this.#cancelGraceMs);
+    });
+    const outcome = await Promise.race([settled, grace]);
+    clearTimeout(graceTimer);
+    await cancelled;
+    if (outcome === 'stuck') {
+      // The server did not let go in time: the connection's state is unknown.
+      this.#markBroken(new ConnectionLostError('A cancelled statement did not stop in time.', { cause: signal.reason }));
+      await this.close();
+    } else if (outcome.ok || (outcome.error as { code?: unknown }).code !== SQLSTATE.queryCanceled) {
+      // It finished (or failed) before the cancel landed: the cancel might still hit the
+      // next statement on this connection, so it must not be reused.
+      this.#markBroken(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
+    }
+    throw signal.reason;
+  }
+
+  async ping(options?: RunOptions): Promise<void> {
+    await this.run('SELECT 1', [], options);
+  }
+
+  async reset(): Promise<void> {
+    if (this.#broken) return;
+    if (this.#client.getTransactionStatus() !== 'I') await this.run('ROLLBACK', []);
+  }
+
+  async close(): Promise<void> {
+    this.#broken = true;
+    await this.#client.end().catch(() => {});
+  }
+
+  #markBroken(error: unknown): void {
+    if (this.#broken) return;
+    this.#broken = true;
+    const listeners = this.#brokenListeners.splice(0);
+    // A busy connection's own caller hears about it through its statement's rejection.
+    if (!this.#busy) for (const listener of listeners) listener(error);
+  }
+}
