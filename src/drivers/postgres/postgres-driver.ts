@@ -104,6 +104,8 @@ class PostgresConnection implements DriverConnection {
         insertId: undefined,
       };
     } catch (error) {
+      // An abort rejects with the signal's reason untouched, as fetch() does.
+      if (signal?.aborted === true && error === signal.reason) throw error;
       throw translateRunError(error, this.#broken);
     } finally {
       this.#busy = false;
