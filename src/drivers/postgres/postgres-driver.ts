@@ -64,6 +64,11 @@ export class PostgresDriver implements Driver {
   }
 }
 
+/** True when `error` is the reason of `signal`'s abort (re-read: TS narrowed `aborted` before the await). */
+function isAbortOf(signal: AbortSignal | undefined, error: unknown): boolean {
+  return signal !== undefined && (signal.aborted as boolean) && error === signal.reason;
+}
+
 class PostgresConnection implements DriverConnection {
   readonly #client: pg.Client;
   readonly #endpoint: PostgresEndpoint;
@@ -105,7 +110,7 @@ class PostgresConnection implements DriverConnection {
       };
     } catch (error) {
       // An abort rejects with the signal's reason untouched, as fetch() does.
-      if (signal?.aborted === true && error === signal.reason) throw error;
+      if (isAbortOf(signal, error)) throw error;
       throw translateRunError(error, this.#broken);
     } finally {
       this.#busy = false;
