@@ -1,0 +1,138 @@
+import type {
+  CompiledQuery,
+  DatabaseConnection,
+  Driver as KyselyDriver,
+  QueryResult,
+  TransactionSettings,
+} from 'kysely';
+import type { DriverConnection, Driver } from '../drivers/driver.js';
+import type { Lease, Pool } from '../pool/index.js';
+import { currentDeadline, type Deadline, statementSignal, withoutDeadline } from './deadline-scope.js';
+
+/** The deadline for a statement: the scope's, else the default statement timeout, else none. */
+export type DeadlineSource = () => Deadline | undefined;
+
+/** Options Kysely 0.29 passes to `executeQuery` (0.28 passes none). */
+interface ExecuteOptions {
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * One pooled connection as Kysely sees it. Every statement gets the deadline in force
+ * (and, on Kysely 0.29, the `execute({ signal })` signal): past it, the statement is
+ * cancelled on the server.
+ */
+class PooledConnection implements DatabaseConnection {
+  readonly lease: Lease<DriverConnection>;
+  readonly #deadline: DeadlineSource;
+
+  constructor(lease: Lease<DriverConnection>, deadline: DeadlineSource) {
+    this.lease = lease;
+    this.#deadline = deadline;
+  }
+
+  async executeQuery<R>(compiledQuery: CompiledQuery, options?: ExecuteOptions): Promise<QueryResult<R>> {
+    const statement = statementSignal(this.#deadline(), options?.signal);
+    try {
+      const result = await this.lease.resource.run<R>(compiledQuery.sql, compiledQuery.parameters, {
+        signal: statement.signal,
+      });
+      return {
+        rows: result.rows,
+        ...(result.affectedRows !== undefined ? { numAffectedRows: result.affectedRows } : {}),
+        ...(result.insertId !== undefined ? { insertId: result.insertId } : {}),
+      };
+    } finally {
+      statement.dispose();
+    }
+  }
+
+  // eslint-disable-next-line require-yield
+  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
+    throw new Error('Streaming is not supported yet by sluice: use execute().');
+  }
+}
+
+/** Kysely's driver over a sluice pool: connections are leases, released (or destroyed) after use. */
+export class PoolKyselyDriver implements KyselyDriver {
+  readonly #pool: Pool<DriverConnection>;
+  readonly #driver: Driver;
+  readonly #deadline: DeadlineSource;
+
+  constructor(pool: Pool<DriverConnection>, driver: Driver, statementTimeoutMs: number) {
+    this.#pool = pool;
+    this.#driver = driver;
+    this.#deadline =
+      statementTimeoutMs === Infinity
+        ? currentDeadline
+        : () => currentDeadline() ?? { at: performance.now() + statementTimeoutMs, timeoutMs: statementTimeoutMs, signal: undefined };
+  }
+
+  async init(): Promise<void> {}
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    const deadline = currentDeadline();
+    const remainingMs = deadline === undefined ? undefined : Math.max(0, deadline.at - performance.now());
+    const lease = await this.#pool.acquire({
+      ...(deadline?.signal !== undefined ? { signal: deadline.signal } : {}),
+      ...(remainingMs !== undefined && remainingMs !== Infinity ? { timeoutMs: remainingMs } : {}),
+    });
+    return new PooledConnection(lease, this.#deadline);
+  }
+
+  async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    const isolation = settings.isolationLevel;
+    const access = settings.accessMode;
+    if (this.#driver.dialect === 'mysql') {
+      const characteristics = [isolation && `ISOLATION LEVEL ${isolation.toUpperCase()}`, access && access.toUpperCase()]
+        .filter(Boolean)
+        .join(', ');
+      if (characteristics !== '') await this.#run(connection, `SET TRANSACTION ${characteristics}`);
+      await this.#run(connection, 'START TRANSACTION');
+      return;
+    }
+    const modes = [isolation && `ISOLATION LEVEL ${isolation.toUpperCase()}`, access && access.toUpperCase()].filter(Boolean);
+    await this.#run(connection, modes.length > 0 ? `BEGIN ${modes.join(' ')}` : 'BEGIN');
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    await this.#run(connection, 'COMMIT');
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    // After a deadline or an abort the rollback must still run: outside the deadline.
+    const pooled = connection as PooledConnection;
+    if (pooled.lease.resource.broken) return; // the server rolls back a closed connection's transaction
+    await withoutDeadline(() => this.#run(connection, 'ROLLBACK'));
+  }
+
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    const lease = (connection as PooledConnection).lease;
+    if (lease.released) return;
+    const resource = lease.resource;
+    if (!resource.broken) {
+      try {
+        await withoutDeadline(() => resource.reset());
+      } catch {
+        // A connection that cannot be reset cannot be trusted.
+      }
+    }
+    if (resource.broken) lease.destroy();
+    else lease.release();
+  }
+
+  async destroy(): Promise<void> {
+    await this.#pool.close();
+    await this.#driver.close();
+  }
+
+  async #run(connection: DatabaseConnection, sql: string): Promise<void> {
+    const pooled = connection as PooledConnection;
+    const statement = statementSignal(this.#deadline());
+    try {
+      await pooled.lease.resource.run(sql, [], { signal: statement.signal });
+    } finally {
+      statement.dispose();
+    }
+  }
+}

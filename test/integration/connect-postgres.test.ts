@@ -1,0 +1,96 @@
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { QueryTimeoutError } from '../../src/drivers/errors.js';
+import { connect, type Database } from '../../src/orm/connect.js';
+
+const url = inject('backends').postgres;
+
+interface DB {
+  sluice_connect_person: { id: number; name: string };
+}
+
+describe.skipIf(url === '')('connect() over PostgreSQL (real server)', () => {
+  let database: Database<DB>;
+  let monitor: pg.Client;
+
+  beforeAll(async () => {
+    database = connect<DB>(url, { pool: { max: 4 } });
+    monitor = new pg.Client({ connectionString: url });
+    await monitor.connect();
+    await sql`DROP TABLE IF EXISTS sluice_connect_person`.execute(database.db);
+    await sql`CREATE TABLE sluice_connect_person (id int PRIMARY KEY, name text NOT NULL)`.execute(database.db);
+  });
+  afterAll(async () => {
+    await sql`DROP TABLE IF EXISTS sluice_connect_person`.execute(database.db);
+    await database.close();
+    await monitor.end();
+  });
+
+  test('plain Kysely queries run through the pool', async () => {
+    await database.db.insertInto('sluice_connect_person').values({ id: 1, name: 'Ada' }).execute();
+    const rows = await database.db.selectFrom('sluice_connect_person').selectAll().execute();
+    expect(rows).toEqual([{ id: 1, name: 'Ada' }]);
+    expect(database.stats()).toMatchObject({ inUse: 0 });
+    expect(database.stats().size).toBeGreaterThan(0);
+  });
+
+  test('withDeadline cancels a Kysely query on the server with QUERY_TIMEOUT', async () => {
+    const marker = `sluice_scope_${Date.now()}`;
+    const error = await database
+      .withDeadline({ timeoutMs: 200 }, () => sql`SELECT pg_sleep(10) /* ${sql.raw(marker)} */`.execute(database.db))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(QueryTimeoutError);
+    const { rows } = await monitor.query(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+      [`%${marker}%`],
+    );
+    expect(rows).toEqual([{ n: 0 }]);
+    expect(database.stats()).toMatchObject({ inUse: 0 });
+  });
+
+  test('a failed transaction leaves no partial write; a nested one rolls back to its savepoint', async () => {
+    await expect(
+      database.transaction(async (trx) => {
+        await trx.insertInto('sluice_connect_person').values({ id: 2, name: 'Grace' }).execute();
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
+    await database.transaction(async (trx) => {
+      await trx.insertInto('sluice_connect_person').values({ id: 3, name: 'Edsger' }).execute();
+      await database
+        .transaction(async (inner) => {
+          await inner.insertInto('sluice_connect_person').values({ id: 4, name: 'Barbara' }).execute();
+          throw new Error('inner only');
+        })
+        .catch(() => {});
+    });
+    const ids = (await database.db.selectFrom('sluice_connect_person').select('id').orderBy('id').execute()).map((r) => r.id);
+    expect(ids).toEqual([1, 3]);
+  });
+
+  test('a transaction past its deadline is rolled back and its connection reused cleanly', async () => {
+    const error = await database
+      .transaction(
+        async (trx) => {
+          await trx.insertInto('sluice_connect_person').values({ id: 5, name: 'Late' }).execute();
+          await sql`SELECT pg_sleep(10)`.execute(trx);
+        },
+        { timeoutMs: 200 },
+      )
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(QueryTimeoutError);
+    const late = await database.db.selectFrom('sluice_connect_person').select('id').where('id', '=', 5).execute();
+    expect(late).toEqual([]);
+    expect(database.stats()).toMatchObject({ inUse: 0 });
+  });
+
+  test('a bad URL is refused without echoing it', () => {
+    expect(() => connect('postgres//app:hunter2@nowhere')).toThrow(/not a valid URL/);
+    try {
+      connect('oracle://app:hunter2@db/orders');
+    } catch (error) {
+      expect((error as Error).message).not.toContain('hunter2');
+    }
+  });
+});
