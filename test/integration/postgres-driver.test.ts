@@ -131,6 +131,36 @@ describe.skipIf(url === '')('PostgreSQL driver (real server)', () => {
     await connection.close();
   });
 
+  test('statements are prepared once per connection, in a bounded cache', async () => {
+    const connection = await new PostgresDriver({ connectionString: url, statementCacheSize: 2 }).connect({
+      signal: new AbortController().signal,
+    });
+    const prepared = async (): Promise<string[]> =>
+      (await connection.run<{ statement: string }>('SELECT statement FROM pg_prepared_statements ORDER BY statement', [])).rows.map(
+        (row) => row.statement,
+      );
+    await connection.run('SELECT $1::int AS a', [1]);
+    await connection.run('SELECT $1::int AS a', [2]);
+    expect(await prepared()).toEqual(['SELECT $1::int AS a', 'SELECT statement FROM pg_prepared_statements ORDER BY statement']);
+    await connection.run('SELECT $1::int AS b', [3]);
+    // Capacity 2: the least recently used one was deallocated on the server.
+    expect(await prepared()).not.toContain('SELECT $1::int AS a');
+    expect((await prepared()).length).toBeLessThanOrEqual(2);
+    await connection.close();
+  });
+
+  test('a cached statement whose result type changed (DDL) is re-prepared, not failed', async () => {
+    const connection = await connect(driver);
+    await connection.run('DROP TABLE IF EXISTS sluice_stale', []);
+    await connection.run('CREATE TABLE sluice_stale (id int)', []);
+    await connection.run('INSERT INTO sluice_stale VALUES (1)', []);
+    expect((await connection.run('SELECT * FROM sluice_stale', [])).rows).toEqual([{ id: 1 }]);
+    await connection.run("ALTER TABLE sluice_stale ADD COLUMN name text DEFAULT 'x'", []);
+    expect((await connection.run('SELECT * FROM sluice_stale', [])).rows).toEqual([{ id: 1, name: 'x' }]);
+    await connection.run('DROP TABLE sluice_stale', []);
+    await connection.close();
+  });
+
   test('an unknown database fails fast with UNKNOWN_DATABASE, marked permanent', async () => {
     const target = new URL(url);
     target.pathname = '/sluice_no_such_database';

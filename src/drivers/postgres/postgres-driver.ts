@@ -3,6 +3,12 @@ import { ConnectionLostError } from '../errors.js';
 import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
 import { sendCancelRequest, type PostgresEndpoint } from './cancel-request.js';
 import { SQLSTATE, translateConnectError, translateRunError } from './postgres-errors.js';
+import { StatementCache } from './statement-cache.js';
+
+/** What `pg` keeps per connection about prepared statements (not in its types). */
+interface PgParsedStatements {
+  readonly connection: { parsedStatements: Record<string, string> };
+}
 
 /** Settings for `PostgresDriver`: what `pg.Client` takes, minus what sluice manages. */
 export type PostgresConnectionConfig = Omit<pg.ClientConfig, 'query_timeout' | 'statement_timeout' | 'Client'> & {
@@ -10,6 +16,8 @@ export type PostgresConnectionConfig = Omit<pg.ClientConfig, 'query_timeout' | '
   readonly statementTimeoutMs?: number;
   /** How long to wait for the server to let go of a cancelled statement before closing the socket. Default 2 s. */
   readonly cancelGraceMs?: number;
+  /** Named prepared statements kept per connection (least recently used out). 0 disables. Default 100. */
+  readonly statementCacheSize?: number;
 };
 
 /**
@@ -30,7 +38,7 @@ export class PostgresDriver implements Driver {
   }
 
   async connect({ signal }: ConnectOptions): Promise<DriverConnection> {
-    const { statementTimeoutMs, cancelGraceMs, ...clientConfig } = this.#config;
+    const { statementTimeoutMs, cancelGraceMs, statementCacheSize, ...clientConfig } = this.#config;
     const client = new pg.Client({
       ...clientConfig,
       ...(statementTimeoutMs !== undefined && statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}),
@@ -52,7 +60,12 @@ export class PostgresDriver implements Driver {
       await client.end().catch(swallow);
       throw signal.reason;
     }
-    return new PostgresConnection(client, { host: client.host, port: client.port }, cancelGraceMs ?? 2_000);
+    return new PostgresConnection(
+      client,
+      { host: client.host, port: client.port },
+      cancelGraceMs ?? 2_000,
+      new StatementCache(statementCacheSize ?? 100),
+    );
   }
 
   isFatal(error: unknown): boolean {
@@ -73,14 +86,16 @@ class PostgresConnection implements DriverConnection {
   readonly #client: pg.Client;
   readonly #endpoint: PostgresEndpoint;
   readonly #cancelGraceMs: number;
+  readonly #statements: StatementCache;
   readonly #brokenListeners: Array<(error: unknown) => void> = [];
   #broken = false;
   #busy = false;
 
-  constructor(client: pg.Client, endpoint: PostgresEndpoint, cancelGraceMs: number) {
+  constructor(client: pg.Client, endpoint: PostgresEndpoint, cancelGraceMs: number, statements: StatementCache) {
     this.#client = client;
     this.#endpoint = endpoint;
     this.#cancelGraceMs = cancelGraceMs;
+    this.#statements = statements;
     // pg emits 'error' when an idle connection dies (e.g. pg_terminate_backend); with no
     // listener that would crash the process. Here it marks the connection broken instead.
     client.on('error', (error) => this.#markBroken(error));
@@ -100,9 +115,19 @@ class PostgresConnection implements DriverConnection {
     if (signal?.aborted === true) throw signal.reason;
     if (this.#broken) throw new ConnectionLostError('The PostgreSQL connection is closed.', { cause: undefined });
     this.#busy = true;
-    const running = this.#client.query({ text: sql, values: parameters as unknown[] });
     try {
-      const result = signal === undefined ? await running : await this.#runCancellable(running, signal);
+      const result = await this.#execute(sql, parameters, signal, true).catch((error: unknown) => {
+        // DDL can change what a cached statement returns ("cached plan must not change
+        // result type"): forget it and run the statement once more, unless a transaction
+        // is open (the error aborted it; the caller must retry the whole transaction).
+        if ((error as { code?: unknown }).code !== SQLSTATE.featureNotSupported || this.#client.getTransactionStatus() !== 'I') {
+          throw error;
+        }
+        const stale = this.#statements.forget(sql);
+        if (stale === undefined) throw error;
+        this.#deallocate(stale);
+        return this.#execute(sql, parameters, signal, false);
+      });
       return {
         rows: result.rows as Row[],
         affectedRows: result.command === 'SELECT' || result.rowCount === null ? undefined : BigInt(result.rowCount),
@@ -160,6 +185,25 @@ class PostgresConnection implements DriverConnection {
       this.#markBroken(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
     }
     throw signal.reason;
+  }
+
+  #execute(sql: string, parameters: readonly unknown[], signal: AbortSignal | undefined, cached: boolean): Promise<pg.QueryResult> {
+    const running = this.#client.query({ text: sql, values: parameters as unknown[], ...(cached ? this.#prepared(sql) : {}) });
+    return signal === undefined ? running : this.#runCancellable(running, signal);
+  }
+
+  /** A statement name for `sql`, deallocating the one it evicts (queued ahead of the next query). */
+  #prepared(sql: string): { name: string } | Record<string, never> {
+    const named = this.#statements.nameFor(sql);
+    if (named === undefined) return {};
+    if (named.evicted !== undefined) this.#deallocate(named.evicted);
+    return { name: named.name };
+  }
+
+  #deallocate(name: string): void {
+    // pg runs queries in order: this one completes before the next statement starts.
+    this.#client.query(`DEALLOCATE ${name}`).catch(() => {});
+    delete (this.#client as unknown as PgParsedStatements).connection.parsedStatements[name];
   }
 
   async ping(options?: RunOptions): Promise<void> {

@@ -16,6 +16,8 @@ export const SQLSTATE = {
   deadlockDetected: '40P01',
   serializationFailure: '40001',
   queryCanceled: '57014',
+  /** Raised, among others, as "cached plan must not change result type". */
+  featureNotSupported: '0A000',
   invalidPassword: '28P01',
   invalidAuthorization: '28000',
   invalidCatalogName: '3D000',
