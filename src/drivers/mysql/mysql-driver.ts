@@ -1,0 +1,416 @@
+import mysql from 'mysql2';
+import type { Connection, ConnectionOptions, QueryError, ResultSetHeader } from 'mysql2';
+import { describeError, InvalidOptionError } from '../../errors.js';
+import { ConnectionLostError } from '../errors.js';
+import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
+import { ControlConnection, destroySocket, quit } from './control-connection.js';
+import { ER, isFatalMysqlError, serverErrno, translateConnectError, translateRunError } from './mysql-errors.js';
+
+/**
+ * Settings for `MysqlDriver`: what mysql2's `createConnection` takes, minus the options
+ * that would change the shape of results (rows are objects keyed by column name, and
+ * parameters are positional `?`), plus sluice's own.
+ */
+export type MysqlConnectionConfig = Omit<ConnectionOptions, 'rowsAsArray' | 'nestTables' | 'namedPlaceholders'> & {
+  /**
+   * How long to wait for the server to let go of a cancelled statement (and for the
+   * `KILL QUERY` to be delivered) before the connection is closed and reported broken.
+   * Default 2 s.
+   */
+  readonly cancelGraceMs?: number;
+};
+
+/** Status flags from the server's OK packets (mysql_com.h). */
+const SERVER_STATUS_IN_TRANS = 0x0001;
+const SERVER_STATUS_AUTOCOMMIT = 0x0002;
+
+/**
+ * The MySQL / MariaDB backend, over `mysql2`. A statement whose signal aborts is killed on
+ * the server with `KILL QUERY <thread id>`, sent over a control connection the driver keeps
+ * outside its pool; if the server does not let go of it within `cancelGraceMs`, the
+ * connection is killed and closed, and reported broken.
+ */
+export class MysqlDriver implements Driver {
+  readonly dialect = 'mysql';
+  readonly #options: ConnectionOptions;
+  readonly #cancelGraceMs: number;
+  /** `host:port/database`, for messages: never the password or the full URL. */
+  readonly #target: string;
+  readonly #control: ControlConnection;
+
+  constructor(config: MysqlConnectionConfig) {
+    const { cancelGraceMs, ...options } = config;
+    if (cancelGraceMs !== undefined && !(Number.isFinite(cancelGraceMs) && cancelGraceMs > 0)) {
+      throw new InvalidOptionError('cancelGraceMs', 'must be a positive number of milliseconds');
+    }
+    this.#options = options;
+    this.#cancelGraceMs = cancelGraceMs ?? 2_000;
+    this.#target = describeTarget(options);
+    this.#control = new ControlConnection(() => this.#createConnection());
+  }
+
+  async connect({ signal }: ConnectOptions): Promise<DriverConnection> {
+    if (signal.aborted) throw signal.reason;
+    const connection = this.#createConnection();
+    // Until the connection is handed over, a late socket error must not become an
+    // unhandled 'error' event; after a failed connect this listener stays for good.
+    const swallow = (): void => {};
+    connection.on('error', swallow);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const abort = (): void => {
+          destroySocket(connection);
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', abort, { once: true });
+        connection.connect((error) => {
+          signal.removeEventListener('abort', abort);
+          // mysql2 passes null or undefined for success, depending on the command.
+          if (!error) resolve();
+          else reject(translateConnectError(error, this.#target));
+        });
+      });
+    } catch (error) {
+      destroySocket(connection);
+      throw error;
+    }
+    // The connect callback and an abort may land in the same turn: the abort wins.
+    if (signal.aborted as boolean) {
+      await quit(connection, this.#cancelGraceMs);
+      throw signal.reason;
+    }
+    const lent = new MysqlConnection(connection, this.#control, this.#cancelGraceMs);
+    connection.off('error', swallow);
+    return lent;
+  }
+
+  isFatal(error: unknown): boolean {
+    return error instanceof ConnectionLostError;
+  }
+
+  /** Closes the control connection. Connections already lent are closed by their owner. */
+  async close(): Promise<void> {
+    await this.#control.close(this.#cancelGraceMs);
+  }
+
+  #createConnection(): Connection {
+    // A fresh copy each time: mysql2 writes the parts of `uri` into the object it is given.
+    return mysql.createConnection({ ...this.#options });
+  }
+}
+
+/** Describes where a configuration points as `host:port/database`, never with credentials. */
+function describeTarget(options: ConnectionOptions): string {
+  let host = options.host;
+  let port = options.port === undefined ? undefined : String(options.port);
+  let database = options.database;
+  if (options.uri !== undefined && options.uri !== '') {
+    let url: URL;
+    try {
+      url = new URL(options.uri);
+    } catch {
+      // The URL itself is not quoted: it may hold a password.
+      throw new InvalidOptionError('uri', 'is not a valid URL');
+    }
+    // As in mysql2, options given explicitly win over the parts of `uri`.
+    host ||= url.hostname;
+    port ||= url.port;
+    database ||= decodeURIComponent(url.pathname.slice(1));
+  }
+  if (options.socketPath !== undefined && options.socketPath !== '') return `${options.socketPath}/${database ?? ''}`;
+  return `${host || 'localhost'}:${port || '3306'}/${database ?? ''}`;
+}
+
+/** True when `error` is the reason of `signal`'s abort (re-read: TS narrowed `aborted` before the await). */
+function isAbortOf(signal: AbortSignal | undefined, error: unknown): boolean {
+  return signal !== undefined && (signal.aborted as boolean) && error === signal.reason;
+}
+
+type Outcome =
+  | { readonly ok: true; readonly result: unknown }
+  | { readonly ok: false; readonly error: unknown };
+
+function isHeader(value: unknown): value is ResultSetHeader {
+  return value !== null && typeof value === 'object' && value.constructor?.name === 'ResultSetHeader';
+}
+
+/** True when a result holds several results (a CALL, or multipleStatements). */
+function isMulti(result: unknown): result is unknown[] {
+  return Array.isArray(result) && result.length > 0 && (Array.isArray(result[0]) || isHeader(result[0]));
+}
+
+function toBigInt(value: number | string | undefined): bigint | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return BigInt(value);
+  } catch {
+    return undefined;
+  }
+}
+
+class MysqlConnection implements DriverConnection {
+  readonly #connection: Connection;
+  readonly #control: ControlConnection;
+  readonly #cancelGraceMs: number;
+  readonly #threadId: number;
+  readonly #brokenListeners: Array<(error: unknown) => void> = [];
+  #broken = false;
+  #busy = false;
+  /**
+   * Whether a transaction may be open. mysql2 has no transaction-status API, but every OK
+   * packet carries the server's status flags: they set this exactly. A statement that ends
+   * with a result set (or fails) carries none, so it sets this when it could have opened a
+   * transaction, that is unless autocommit is known to be on.
+   */
+  #mayBeInTransaction = false;
+  /** The server's autocommit flag as of the last OK packet; undefined until one is seen. */
+  #autocommit: boolean | undefined;
+
+  constructor(connection: Connection, control: ControlConnection, cancelGraceMs: number) {
+    this.#connection = connection;
+    this.#control = control;
+    this.#cancelGraceMs = cancelGraceMs;
+    this.#threadId = connection.threadId;
+    // mysql2 emits 'error' when an idle connection dies (KILL CONNECTION, wait_timeout, a
+    // restart); with no listener that would crash the process. Here it marks it broken.
+    connection.on('error', (error: unknown) =>
+      this.#markBroken(new ConnectionLostError(`The MySQL connection failed: ${describeError(error)}.`, { cause: error })),
+    );
+    connection.on('end', () =>
+      this.#markBroken(new ConnectionLostError('The MySQL server closed the connection.', { cause: undefined })),
+    );
+  }
+
+  get broken(): boolean {
+    return this.#broken;
+  }
+
+  onBroken(listener: (error: unknown) => void): void {
+    this.#brokenListeners.push(listener);
+  }
+
+  async run<Row>(sql: string, parameters: readonly unknown[], options?: RunOptions): Promise<StatementResult<Row>> {
+    const signal = options?.signal;
+    if (signal?.aborted === true) throw signal.reason;
+    if (this.#broken) throw new ConnectionLostError('The MySQL connection is closed.', { cause: undefined });
+    this.#busy = true;
+    try {
+      const running = this.#query(sql, parameters);
+      const outcome = signal === undefined ? await running : await this.#runCancellable(running, signal);
+      if (!outcome.ok) throw outcome.error;
+      return toStatementResult<Row>(outcome.result);
+    } catch (error) {
+      // An abort rejects with the signal's reason untouched, as fetch() does.
+      if (isAbortOf(signal, error)) throw error;
+      const translated = translateRunError(error, this.#broken);
+      if (translated instanceof ConnectionLostError) this.#abandon(translated);
+      throw translated;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Sends one statement; settles with its outcome, never rejects. */
+  #query(sql: string, parameters: readonly unknown[]): Promise<Outcome> {
+    return new Promise((resolve) => {
+      try {
+        this.#connection.query(
+          { sql, values: parameters as unknown[], rowsAsArray: false, nestTables: false, namedPlaceholders: false },
+          (error: QueryError | null, result: unknown) => {
+            if (error) {
+              this.#observeStatus(undefined);
+              resolve({ ok: false, error });
+            } else {
+              this.#observeStatus(lastHeader(result)?.serverStatus);
+              resolve({ ok: true, result });
+            }
+          },
+        );
+      } catch (error) {
+        // mysql2 refuses some parameters synchronously, before anything is sent.
+        resolve({ ok: false, error });
+      }
+    });
+  }
+
+  /**
+   * Waits for a statement; when `signal` aborts, kills it on the server, waits for the
+   * server to let go (bounded by `cancelGraceMs`), makes sure the connection is clean, and
+   * rejects with `signal.reason`.
+   */
+  async #runCancellable(running: Promise<Outcome>, signal: AbortSignal): Promise<Outcome> {
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<'aborted'>((resolve) => {
+      onAbort = () => resolve('aborted');
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      const first = await Promise.race([running, aborted]);
+      if (first !== 'aborted') return first;
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
+
+    const killed = this.#control.kill('QUERY', this.#threadId, this.#cancelGraceMs);
+    const outcome = await within(running, this.#cancelGraceMs);
+    if (outcome === undefined) {
+      // The server did not let go in time (or its answer is stuck on the way): the
+      // connection's state is unknown. Kill it whole, so nothing keeps running there.
+      this.#abandon(new ConnectionLostError('A cancelled MySQL statement did not stop in time.', { cause: signal.reason }));
+      void killed.then(() => this.#control.kill('CONNECTION', this.#threadId, this.#cancelGraceMs));
+      throw signal.reason;
+    }
+    // Wait for the KILL itself too: until the server has acted on it, it could still land
+    // on this connection's next statement.
+    const delivered = await killed;
+    if (this.#broken) throw signal.reason;
+    if (!outcome.ok && serverErrno(outcome.error) === ER.queryInterrupted) {
+      // Killed mid-statement: the server has let go of it, the connection is clean.
+      throw signal.reason;
+    }
+    if (!outcome.ok && isFatalMysqlError(outcome.error)) {
+      this.#abandon(new ConnectionLostError('The MySQL connection failed while a statement was cancelled.', { cause: outcome.error }));
+      throw signal.reason;
+    }
+    if (!delivered) {
+      // The statement ended on its own, but the KILL may still be on its way.
+      this.#abandon(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
+      throw signal.reason;
+    }
+    // The statement ended without the interruption error: it finished before the KILL
+    // landed, or it swallowed it (MariaDB's `DO SLEEP(n)` returns normally when killed, and
+    // a lone `SELECT SLEEP(n)` returns 1 on MySQL). Either way the server acted on the KILL;
+    // a cheap statement on this connection shows whether a kill is still pending for it
+    // (then it consumes it) so the next user starts clean.
+    const probe = await within(this.#query('DO 0', []), this.#cancelGraceMs);
+    if (probe === undefined || (!probe.ok && serverErrno(probe.error) !== ER.queryInterrupted)) {
+      this.#abandon(new ConnectionLostError('A cancelled MySQL connection did not answer cleanly.', { cause: signal.reason }));
+    }
+    throw signal.reason;
+  }
+
+  /** Checks the server answers (COM_PING). An abort while waiting leaves the connection broken. */
+  async ping(options?: RunOptions): Promise<void> {
+    const signal = options?.signal;
+    if (signal?.aborted === true) throw signal.reason;
+    if (this.#broken) throw new ConnectionLostError('The MySQL connection is closed.', { cause: undefined });
+    this.#busy = true;
+    let onAbort: (() => void) | undefined;
+    try {
+      const pinged = new Promise<Outcome>((resolve) => {
+        try {
+          this.#connection.ping((error) => resolve(error ? { ok: false, error } : { ok: true, result: undefined }));
+        } catch (error) {
+          resolve({ ok: false, error });
+        }
+      });
+      const aborted = new Promise<'aborted'>((resolve) => {
+        onAbort = () => resolve('aborted');
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+      const outcome = await Promise.race([pinged, aborted]);
+      if (outcome === 'aborted') {
+        // A server that does not answer a ping in time is not one to lend out.
+        this.#abandon(new ConnectionLostError('A MySQL ping did not answer in time.', { cause: signal?.reason }));
+        throw signal?.reason;
+      }
+      if (!outcome.ok) throw outcome.error;
+    } catch (error) {
+      if (isAbortOf(signal, error)) throw error;
+      const translated = translateRunError(error, this.#broken);
+      if (translated instanceof ConnectionLostError) this.#abandon(translated);
+      throw translated;
+    } finally {
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+      this.#busy = false;
+    }
+  }
+
+  async reset(): Promise<void> {
+    if (this.#broken) return;
+    if (this.#mayBeInTransaction) await this.run('ROLLBACK', []);
+  }
+
+  async close(): Promise<void> {
+    const wasBroken = this.#broken;
+    this.#broken = true;
+    this.#brokenListeners.length = 0;
+    if (wasBroken || this.#busy) {
+      // Nothing to say goodbye to, or a statement in the way: close the socket now (a
+      // statement still waiting fails with a lost connection instead of hanging).
+      destroySocket(this.#connection);
+      return;
+    }
+    await quit(this.#connection, this.#cancelGraceMs);
+  }
+
+  /** Records the status flags of an OK packet, or that a statement ended without one. */
+  #observeStatus(serverStatus: number | undefined): void {
+    if (serverStatus === undefined) {
+      if (this.#autocommit !== true) this.#mayBeInTransaction = true;
+      return;
+    }
+    this.#mayBeInTransaction = (serverStatus & SERVER_STATUS_IN_TRANS) !== 0;
+    this.#autocommit = (serverStatus & SERVER_STATUS_AUTOCOMMIT) !== 0;
+  }
+
+  /** Marks the connection broken and closes its socket: its state is unknown or it is gone. */
+  #abandon(error: unknown): void {
+    this.#markBroken(error);
+    destroySocket(this.#connection);
+  }
+
+  #markBroken(error: unknown): void {
+    if (this.#broken) return;
+    this.#broken = true;
+    const listeners = this.#brokenListeners.splice(0);
+    // A busy connection's own caller hears about it through its statement's rejection.
+    if (!this.#busy) for (const listener of listeners) listener(error);
+  }
+}
+
+/** Waits for `promise` at most `timeoutMs`; undefined when time ran out. */
+async function within<T>(promise: Promise<T>, timeoutMs: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The last OK packet of a result, which carries the server status after the statement. */
+function lastHeader(result: unknown): ResultSetHeader | undefined {
+  if (isHeader(result)) return result;
+  if (isMulti(result)) {
+    const last = result[result.length - 1];
+    return isHeader(last) ? last : undefined;
+  }
+  return undefined;
+}
+
+function toStatementResult<Row>(result: unknown): StatementResult<Row> {
+  if (isHeader(result)) return fromHeader(result, []);
+  if (isMulti(result)) {
+    // Several results (a CALL): the first row set is the answer; the counts are those of
+    // the last OK packet when no row set came back.
+    const rowSet = result.find((part): part is Row[] => Array.isArray(part));
+    if (rowSet !== undefined) return { rows: rowSet, affectedRows: undefined, insertId: undefined };
+    const header = lastHeader(result);
+    return header === undefined ? { rows: [], affectedRows: undefined, insertId: undefined } : fromHeader(header, []);
+  }
+  return { rows: (Array.isArray(result) ? result : []) as Row[], affectedRows: undefined, insertId: undefined };
+}
+
+function fromHeader<Row>(header: ResultSetHeader, rows: Row[]): StatementResult<Row> {
+  // insertId 0 means no id was generated (an UPDATE, an INSERT without AUTO_INCREMENT).
+  const insertId = toBigInt(header.insertId as number | string | undefined);
+  return {
+    rows,
+    affectedRows: toBigInt(header.affectedRows as number | string | undefined),
+    insertId: insertId === 0n ? undefined : insertId,
+  };
+}
