@@ -11,12 +11,12 @@
  * Acquire latency is sampled (one acquire in 8 is timed) to keep the clock off the hot path.
  */
 import { EventEmitter } from 'node:events';
-import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import genericPool from 'generic-pool';
 import PgPool from 'pg-pool';
 import { Pool as TarnPool } from 'tarn';
 import { createPool } from '../src/index.js';
+import { formatTable, measure, median } from './measure.js';
 
 const MAX = 10;
 const ACQUIRE_TIMEOUT_MS = 30_000;
@@ -137,41 +137,14 @@ interface Cell {
 }
 
 async function runCell(subject: Subject, concurrency: number, seconds: number): Promise<Cell> {
-  // Warm up: fill the pool and let the JIT settle on this shape of work.
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    for (let i = 0; i < 2_000; i++) await subject.cycle();
-  }));
-
-  const samples: number[] = [];
-  let ops = 0;
-  let running = true;
-  const stopAt = performance.now() + seconds * 1_000;
-  const worker = async (): Promise<void> => {
-    let n = 0;
-    while (running) {
-      // Check the clock only every 256 ops; the check is not what we measure.
-      if ((++n & 255) === 0 && performance.now() >= stopAt) running = false;
-      if (n % SAMPLE_EVERY === 0) {
-        const start = performance.now();
-        await subject.cycle();
-        samples.push(performance.now() - start);
-      } else {
-        await subject.cycle();
-      }
-      ops++;
-    }
+  const measured = await measure(subject.cycle, { concurrency, seconds, warmupOps: 2_000, sampleEvery: SAMPLE_EVERY });
+  return {
+    pool: subject.name,
+    concurrency,
+    opsPerSec: measured.opsPerSec,
+    p50Us: measured.p50Ms * 1_000,
+    p99Us: measured.p99Ms * 1_000,
   };
-  const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const elapsed = (performance.now() - started) / 1_000;
-  samples.sort((a, b) => a - b);
-  const quantile = (q: number): number => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))]! * 1_000;
-  return { pool: subject.name, concurrency, opsPerSec: ops / elapsed, p50Us: quantile(0.5), p99Us: quantile(0.99) };
-}
-
-function median(cells: readonly Cell[]): Cell {
-  const sorted = [...cells].sort((a, b) => a.opsPerSec - b.opsPerSec);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 async function main(): Promise<void> {
@@ -230,14 +203,8 @@ function printTable(results: readonly Cell[]): void {
       ratio,
     ];
   });
-  const header = ['callers', 'pool', 'ops/s', 'p50 µs', 'p99 µs', 'sluice vs fastest peer'];
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: readonly string[]): string =>
-    cells.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ');
   console.log(`acquire + release, max ${MAX}, median of the rounds (compare ratios; absolute numbers vary by machine)`);
-  console.log(line(header));
-  console.log(widths.map((width) => '-'.repeat(width)).join('  '));
-  for (const row of rows) console.log(line(row));
+  console.log(formatTable(['callers', 'pool', 'ops/s', 'p50 µs', 'p99 µs', 'sluice vs fastest peer'], rows, 2));
 }
 
 await main();

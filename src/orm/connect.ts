@@ -57,7 +57,8 @@ async function loadDriver(url: URL, options: ConnectOptions): Promise<Driver> {
     const { PostgresDriver } = await import('../drivers/postgres/postgres-driver.js');
     return new PostgresDriver({ connectionString: url.toString(), ...ssl });
   }
-  throw new InvalidOptionError('url', `no driver yet for ${url.protocol} (MySQL support is in progress).`);
+  const { MysqlDriver } = await import('../drivers/mysql/mysql-driver.js');
+  return new MysqlDriver({ uri: url.toString(), ...ssl });
 }
 
 /** A driver loaded on first connect, so that `pg` or `mysql2` is only required when used. */

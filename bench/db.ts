@@ -1,0 +1,188 @@
+/**
+ * `npm run bench:db [-- --json] [-- --seconds 1] [-- --rounds 3]`
+ *
+ * `SELECT 1` and a primary-key lookup on a 10k-row table, pool max 10, with 1, 10 and 100
+ * concurrent callers, side by side in one run against real servers (SLUICE_PG_URL, else
+ * 127.0.0.1:5432):
+ * - PostgreSQL: `pg.Pool` with unnamed and with named statements, Kysely's PostgresDialect
+ *   over `pg.Pool`, and sluice (its driver directly, and Kysely over sluice).
+ * Each cell is the median of `rounds` runs, clients in rotating order. Compare ratios:
+ * the machine is shared and noisy.
+ */
+import { parseArgs } from 'node:util';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { connect } from '../src/orm/connect.js';
+import { formatTable, measure, median } from './measure.js';
+
+const MAX = 10;
+const ROWS = 10_000;
+const PG_URL = process.env.SLUICE_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+interface BenchDB {
+  sluice_bench_pk: { id: number; name: string; score: number };
+}
+
+type Query = 'select1' | 'pk';
+
+interface Client {
+  readonly target: 'postgres';
+  readonly name: string;
+  readonly run: (query: Query, id: number) => Promise<unknown>;
+  readonly close: () => Promise<void>;
+}
+
+const PK_SQL = 'SELECT id, name, score FROM sluice_bench_pk WHERE id = $1';
+
+function pgPool(named: boolean): Client {
+  const pool = new pg.Pool({ connectionString: PG_URL, max: MAX });
+  return {
+    target: 'postgres',
+    name: named ? 'pg.Pool (named)' : 'pg.Pool (unnamed)',
+    run: (query, id) =>
+      query === 'select1'
+        ? pool.query(named ? { name: 'b_select1', text: 'SELECT 1' } : 'SELECT 1')
+        : pool.query(named ? { name: 'b_pk', text: PK_SQL, values: [id] } : { text: PK_SQL, values: [id] }),
+    close: () => pool.end(),
+  };
+}
+
+function kyselyOverPg(): Client {
+  const db = new Kysely<BenchDB>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: PG_URL, max: MAX }) }) });
+  return {
+    target: 'postgres',
+    name: 'kysely PostgresDialect',
+    run: (query, id) =>
+      query === 'select1'
+        ? sql`SELECT 1`.execute(db)
+        : db.selectFrom('sluice_bench_pk').select(['id', 'name', 'score']).where('id', '=', id).execute(),
+    close: () => db.destroy(),
+  };
+}
+
+function sluiceRaw(): Client {
+  const database = connect<BenchDB>(PG_URL, { pool: { max: MAX } });
+  return {
+    target: 'postgres',
+    name: 'sluice (driver)',
+    run: (query, id) =>
+      database.pool.use((connection) =>
+        query === 'select1' ? connection.run('SELECT 1', []) : connection.run(PK_SQL, [id]),
+      ),
+    close: () => database.close(),
+  };
+}
+
+function sluiceKysely(): Client {
+  const database = connect<BenchDB>(PG_URL, { pool: { max: MAX } });
+  const db = database.db;
+  return {
+    target: 'postgres',
+    name: 'sluice (kysely)',
+    run: (query, id) =>
+      query === 'select1'
+        ? sql`SELECT 1`.execute(db)
+        : db.selectFrom('sluice_bench_pk').select(['id', 'name', 'score']).where('id', '=', id).execute(),
+    close: () => database.close(),
+  };
+}
+
+const CLIENTS: ReadonlyArray<() => Client> = [() => pgPool(false), () => pgPool(true), kyselyOverPg, sluiceRaw, sluiceKysely];
+
+async function seed(): Promise<void> {
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  await client.query('CREATE TABLE IF NOT EXISTS sluice_bench_pk (id int PRIMARY KEY, name text NOT NULL, score int NOT NULL)');
+  const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice_bench_pk');
+  if (rows[0]!.n !== ROWS) {
+    await client.query('TRUNCATE sluice_bench_pk');
+    await client.query(
+      `INSERT INTO sluice_bench_pk SELECT g, 'name ' || g, g % 1000 FROM generate_series(1, ${ROWS}) AS g`,
+    );
+    await client.query('ANALYZE sluice_bench_pk');
+  }
+  await client.end();
+}
+
+interface Result {
+  readonly target: string;
+  readonly client: string;
+  readonly query: Query;
+  readonly concurrency: number;
+  readonly qps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      seconds: { type: 'string', default: '1' },
+      rounds: { type: 'string', default: '3' },
+      concurrency: { type: 'string', default: '1,10,100' },
+    },
+  });
+  const seconds = Number(values.seconds);
+  const rounds = Number(values.rounds);
+  const levels = values.concurrency.split(',').map(Number);
+  await seed();
+
+  const results: Result[] = [];
+  for (const query of ['select1', 'pk'] as const) {
+    for (const concurrency of levels) {
+      const byClient = new Map<string, Result[]>();
+      for (let round = 0; round < rounds; round++) {
+        for (let i = 0; i < CLIENTS.length; i++) {
+          const client = CLIENTS[(i + round) % CLIENTS.length]!();
+          let next = 0;
+          const measured = await measure(() => client.run(query, (next++ % ROWS) + 1), {
+            concurrency,
+            seconds,
+            warmupOps: 50,
+            sampleEvery: 1,
+          });
+          await client.close();
+          const result: Result = { target: client.target, client: client.name, query, concurrency, qps: measured.opsPerSec, ...measured };
+          byClient.set(client.name, [...(byClient.get(client.name) ?? []), result]);
+        }
+      }
+      for (const runs of byClient.values()) {
+        results.push(median(runs.map((run) => ({ ...run, opsPerSec: run.qps }))));
+      }
+    }
+  }
+
+  if (values.json) {
+    const json = results.map(({ target, client, query, concurrency, qps, p50Ms, p99Ms }) => ({
+      target,
+      client,
+      query,
+      concurrency,
+      qps: Math.round(qps),
+      p50Ms: Number(p50Ms.toFixed(3)),
+      p99Ms: Number(p99Ms.toFixed(3)),
+    }));
+    process.stdout.write(`${JSON.stringify({ results: json })}\n`);
+    return;
+  }
+  const rows = results.map((result) => {
+    const baseline = results.find(
+      (other) => other.query === result.query && other.concurrency === result.concurrency && other.client === 'kysely PostgresDialect',
+    );
+    return [
+      result.target,
+      result.query,
+      String(result.concurrency),
+      result.client,
+      Math.round(result.qps).toLocaleString('en-US'),
+      result.p50Ms.toFixed(3),
+      result.p99Ms.toFixed(3),
+      baseline === undefined ? '' : `${(result.qps / baseline.qps).toFixed(2)}x`,
+    ];
+  });
+  console.log(`pool max ${MAX}, median of ${rounds} rounds of ${seconds} s (compare ratios; absolute numbers vary by machine)`);
+  console.log(formatTable(['target', 'query', 'callers', 'client', 'qps', 'p50 ms', 'p99 ms', 'vs kysely dialect'], rows, 4));
+}
+
+await main();
