@@ -6,11 +6,15 @@
  * 127.0.0.1:5432):
  * - PostgreSQL: `pg.Pool` with unnamed and with named statements, Kysely's PostgresDialect
  *   over `pg.Pool`, and sluice (its driver directly, and Kysely over sluice).
+ * - MySQL/MariaDB (SLUICE_MYSQL_URL, else 127.0.0.1:3306): the `mysql2` pool with `query`
+ *   and with `execute`, Kysely's MysqlDialect over it, and sluice (driver and Kysely).
  * Each cell is the median of `rounds` runs, clients in rotating order. Compare ratios:
  * the machine is shared and noisy.
  */
 import { parseArgs } from 'node:util';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
+import { createPool as createMysqlPool } from 'mysql2';
+import mysqlPromise from 'mysql2/promise';
 import pg from 'pg';
 import { connect } from '../src/orm/connect.js';
 import { formatTable, measure, median } from './measure.js';
@@ -18,6 +22,7 @@ import { formatTable, measure, median } from './measure.js';
 const MAX = 10;
 const ROWS = 10_000;
 const PG_URL = process.env.SLUICE_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const MYSQL_URL = process.env.SLUICE_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 
 interface BenchDB {
   sluice_bench_pk: { id: number; name: string; score: number };
@@ -26,7 +31,7 @@ interface BenchDB {
 type Query = 'select1' | 'pk';
 
 interface Client {
-  readonly target: 'postgres';
+  readonly target: 'postgres' | 'mysql';
   readonly name: string;
   readonly run: (query: Query, id: number) => Promise<unknown>;
   readonly close: () => Promise<void>;
@@ -60,34 +65,83 @@ function kyselyOverPg(): Client {
   };
 }
 
-function sluiceRaw(): Client {
-  const database = connect<BenchDB>(PG_URL, { pool: { max: MAX } });
+const MYSQL_PK_SQL = 'SELECT id, name, score FROM sluice_bench_pk WHERE id = ?';
+
+function mysql2Pool(prepared: boolean): Client {
+  const pool = mysqlPromise.createPool({ uri: MYSQL_URL, connectionLimit: MAX });
+  const run = (text: string, values: unknown[]): Promise<unknown> =>
+    prepared ? pool.execute(text, values as never) : pool.query(text, values);
   return {
-    target: 'postgres',
-    name: 'sluice (driver)',
-    run: (query, id) =>
-      database.pool.use((connection) =>
-        query === 'select1' ? connection.run('SELECT 1', []) : connection.run(PK_SQL, [id]),
-      ),
-    close: () => database.close(),
+    target: 'mysql',
+    name: prepared ? 'mysql2 pool (execute)' : 'mysql2 pool (query)',
+    run: (query, id) => (query === 'select1' ? run('SELECT 1', []) : run(MYSQL_PK_SQL, [id])),
+    close: () => pool.end(),
   };
 }
 
-function sluiceKysely(): Client {
-  const database = connect<BenchDB>(PG_URL, { pool: { max: MAX } });
-  const db = database.db;
+function kyselyOverMysql(): Client {
+  const db = new Kysely<BenchDB>({
+    dialect: new MysqlDialect({ pool: createMysqlPool({ uri: MYSQL_URL, connectionLimit: MAX }) }),
+  });
   return {
-    target: 'postgres',
-    name: 'sluice (kysely)',
+    target: 'mysql',
+    name: 'kysely MysqlDialect',
     run: (query, id) =>
       query === 'select1'
         ? sql`SELECT 1`.execute(db)
         : db.selectFrom('sluice_bench_pk').select(['id', 'name', 'score']).where('id', '=', id).execute(),
-    close: () => database.close(),
+    close: () => db.destroy(),
   };
 }
 
-const CLIENTS: ReadonlyArray<() => Client> = [() => pgPool(false), () => pgPool(true), kyselyOverPg, sluiceRaw, sluiceKysely];
+function sluiceClients(target: 'postgres' | 'mysql'): Array<() => Client> {
+  const url = target === 'postgres' ? PG_URL : MYSQL_URL;
+  const pk = target === 'postgres' ? PK_SQL : MYSQL_PK_SQL;
+  const driverLevel = (): Client => {
+    const database = connect<BenchDB>(url, { pool: { max: MAX } });
+    return {
+      target,
+      name: 'sluice (driver)',
+      run: (query, id) =>
+        database.pool.use((connection) => (query === 'select1' ? connection.run('SELECT 1', []) : connection.run(pk, [id]))),
+      close: () => database.close(),
+    };
+  };
+  const kyselyLevel = (): Client => {
+    const database = connect<BenchDB>(url, { pool: { max: MAX } });
+    const db = database.db;
+    return {
+      target,
+      name: 'sluice (kysely)',
+      run: (query, id) =>
+        query === 'select1'
+          ? sql`SELECT 1`.execute(db)
+          : db.selectFrom('sluice_bench_pk').select(['id', 'name', 'score']).where('id', '=', id).execute(),
+      close: () => database.close(),
+    };
+  };
+  return [driverLevel, kyselyLevel];
+}
+
+const CLIENTS: Readonly<Record<'postgres' | 'mysql', ReadonlyArray<() => Client>>> = {
+  postgres: [() => pgPool(false), () => pgPool(true), kyselyOverPg, ...sluiceClients('postgres')],
+  mysql: [() => mysql2Pool(false), () => mysql2Pool(true), kyselyOverMysql, ...sluiceClients('mysql')],
+};
+const BASELINE = { postgres: 'kysely PostgresDialect', mysql: 'kysely MysqlDialect' } as const;
+
+async function seedMysql(): Promise<void> {
+  const connection = await mysqlPromise.createConnection({ uri: MYSQL_URL });
+  await connection.query(
+    'CREATE TABLE IF NOT EXISTS sluice_bench_pk (id int PRIMARY KEY, name varchar(64) NOT NULL, score int NOT NULL) ENGINE=InnoDB',
+  );
+  const [rows] = await connection.query('SELECT COUNT(*) AS n FROM sluice_bench_pk');
+  if (Number((rows as Array<{ n: number }>)[0]!.n) !== ROWS) {
+    await connection.query('TRUNCATE sluice_bench_pk');
+    const values = Array.from({ length: ROWS }, (_, i) => [i + 1, `name ${i + 1}`, (i + 1) % 1000]);
+    await connection.query('INSERT INTO sluice_bench_pk (id, name, score) VALUES ?', [values]);
+  }
+  await connection.end();
+}
 
 async function seed(): Promise<void> {
   const client = new pg.Client({ connectionString: PG_URL });
@@ -121,34 +175,40 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '1' },
       rounds: { type: 'string', default: '3' },
       concurrency: { type: 'string', default: '1,10,100' },
+      targets: { type: 'string', default: 'postgres,mysql' },
     },
   });
+  const targets = values.targets.split(',') as Array<'postgres' | 'mysql'>;
   const seconds = Number(values.seconds);
   const rounds = Number(values.rounds);
   const levels = values.concurrency.split(',').map(Number);
-  await seed();
+  if (targets.includes('postgres')) await seed();
+  if (targets.includes('mysql')) await seedMysql();
 
   const results: Result[] = [];
-  for (const query of ['select1', 'pk'] as const) {
-    for (const concurrency of levels) {
-      const byClient = new Map<string, Result[]>();
-      for (let round = 0; round < rounds; round++) {
-        for (let i = 0; i < CLIENTS.length; i++) {
-          const client = CLIENTS[(i + round) % CLIENTS.length]!();
-          let next = 0;
-          const measured = await measure(() => client.run(query, (next++ % ROWS) + 1), {
-            concurrency,
-            seconds,
-            warmupOps: 50,
-            sampleEvery: 1,
-          });
-          await client.close();
-          const result: Result = { target: client.target, client: client.name, query, concurrency, qps: measured.opsPerSec, ...measured };
-          byClient.set(client.name, [...(byClient.get(client.name) ?? []), result]);
+  for (const target of targets) {
+    for (const query of ['select1', 'pk'] as const) {
+      for (const concurrency of levels) {
+        const byClient = new Map<string, Result[]>();
+        const clients = CLIENTS[target];
+        for (let round = 0; round < rounds; round++) {
+          for (let i = 0; i < clients.length; i++) {
+            const client = clients[(i + round) % clients.length]!();
+            let next = 0;
+            const measured = await measure(() => client.run(query, (next++ % ROWS) + 1), {
+              concurrency,
+              seconds,
+              warmupOps: 50,
+              sampleEvery: 1,
+            });
+            await client.close();
+            const result: Result = { target: client.target, client: client.name, query, concurrency, qps: measured.opsPerSec, ...measured };
+            byClient.set(client.name, [...(byClient.get(client.name) ?? []), result]);
+          }
         }
-      }
-      for (const runs of byClient.values()) {
-        results.push(median(runs.map((run) => ({ ...run, opsPerSec: run.qps }))));
+        for (const runs of byClient.values()) {
+          results.push(median(runs.map((run) => ({ ...run, opsPerSec: run.qps }))));
+        }
       }
     }
   }
@@ -168,7 +228,11 @@ async function main(): Promise<void> {
   }
   const rows = results.map((result) => {
     const baseline = results.find(
-      (other) => other.query === result.query && other.concurrency === result.concurrency && other.client === 'kysely PostgresDialect',
+      (other) =>
+        other.target === result.target &&
+        other.query === result.query &&
+        other.concurrency === result.concurrency &&
+        other.client === BASELINE[result.target as 'postgres' | 'mysql'],
     );
     return [
       result.target,

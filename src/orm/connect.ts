@@ -19,6 +19,11 @@ export interface ConnectOptions {
   readonly statementTimeoutMs?: number;
   /** TLS settings handed to the driver as they are (`pg`'s and `mysql2`'s `ssl` option). */
   readonly tls?: unknown;
+  /**
+   * After a deadline or abort, how long to wait for the server to let go of the cancelled
+   * statement before closing the connection instead. Default 2 s.
+   */
+  readonly cancelGraceMs?: number;
 }
 
 export interface TransactionOptions extends DeadlineOptions {
@@ -52,13 +57,16 @@ interface OpenTransaction {
 const openTransaction = new AsyncLocalStorage<OpenTransaction>();
 
 async function loadDriver(url: URL, options: ConnectOptions): Promise<Driver> {
-  const ssl = options.tls !== undefined ? { ssl: options.tls as never } : {};
+  const shared = {
+    ...(options.tls !== undefined ? { ssl: options.tls as never } : {}),
+    ...(options.cancelGraceMs !== undefined ? { cancelGraceMs: options.cancelGraceMs } : {}),
+  };
   if (url.protocol === 'postgres:' || url.protocol === 'postgresql:') {
     const { PostgresDriver } = await import('../drivers/postgres/postgres-driver.js');
-    return new PostgresDriver({ connectionString: url.toString(), ...ssl });
+    return new PostgresDriver({ connectionString: url.toString(), ...shared });
   }
   const { MysqlDriver } = await import('../drivers/mysql/mysql-driver.js');
-  return new MysqlDriver({ uri: url.toString(), ...ssl });
+  return new MysqlDriver({ uri: url.toString(), ...shared });
 }
 
 /** A driver loaded on first connect, so that `pg` or `mysql2` is only required when used. */
@@ -97,6 +105,7 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
   const statementTimeoutMs = checkMilliseconds('statementTimeoutMs', options.statementTimeoutMs, Infinity, {
     allowInfinity: true,
   });
+  checkMilliseconds('cancelGraceMs', options.cancelGraceMs, 0, { least: 1 });
   const driver = lazyDriver(dialect, () => loadDriver(parsed, options));
   const pool: Pool<DriverConnection> = createPool<DriverConnection>({
     max: 10,

@@ -1,5 +1,8 @@
 import { SluiceError } from '../errors.js';
 
+/** Why an acquire timed out; see `PoolTimeoutError`. */
+export type PoolTimeoutReason = 'exhausted' | 'create-failed' | 'create-pending' | 'validation';
+
 /**
  * An acquire's deadline passed before a resource was free.
  *
@@ -9,16 +12,18 @@ import { SluiceError } from '../errors.js';
  *   leases, or shed load with `maxWaiting`.
  * - `create-failed`: the pool was trying to create a resource and the last attempt
  *   failed; that error is the `cause` (the database is likely unreachable).
+ * - `create-pending`: a create was under way but had neither finished nor failed (a
+ *   server that accepts connections but does not answer, or a network that drops them).
  * - `validation`: the resource this caller got was still being validated (a zero or very
  *   short deadline); the resource stays in the pool.
  */
 export class PoolTimeoutError extends SluiceError {
-  readonly reason: 'exhausted' | 'create-failed' | 'validation';
+  readonly reason: PoolTimeoutReason;
   /** How long the caller waited, in milliseconds. */
   readonly waitedMs: number;
 
   constructor(
-    reason: 'exhausted' | 'create-failed' | 'validation',
+    reason: PoolTimeoutReason,
     waitedMs: number,
     message: string,
     options?: { readonly cause?: unknown },

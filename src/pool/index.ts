@@ -3,4 +3,4 @@ export type { Lease } from './lease.js';
 export type { CreateContext, PoolOptions, ReuseOrder, ValidateContext } from './options.js';
 export type { DestroyReason, PoolErrorPhase, PoolEventName, PoolEvents, PoolListener } from './events.js';
 export type { PoolStats, PoolTotals } from './stats.js';
-export { LeaseReleasedError, PoolClosedError, PoolCreateError, PoolQueueFullError, PoolTimeoutError } from './errors.js';
+export { type PoolTimeoutReason, LeaseReleasedError, PoolClosedError, PoolCreateError, PoolQueueFullError, PoolTimeoutError } from './errors.js';

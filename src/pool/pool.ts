@@ -414,6 +414,14 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
         { cause: failure.error },
       );
     }
+    if (this.#attempts.size > 0 && this.#all.size < max) {
+      return new PoolTimeoutError(
+        'create-pending',
+        waitedMs,
+        `${name}: timed out after ${waited} ms waiting for a resource: creating one has not finished ` +
+          `(${this.#attempts.size} pending). Is the database answering?`,
+      );
+    }
     const { size, inUse, waiting, pendingCreates } = this.stats();
     return new PoolTimeoutError(
       'exhausted',

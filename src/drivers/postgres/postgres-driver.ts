@@ -46,7 +46,8 @@ export class PostgresDriver implements Driver {
     // Until the connection is ours, a socket error must not become an unhandled 'error'.
     const swallow = (): void => {};
     client.on('error', swallow);
-    const abort = (): void => void client.end().catch(swallow);
+    // end() only half-closes a socket still connecting and waits on the server: destroy it.
+    const abort = (): void => destroySocket(client);
     signal.addEventListener('abort', abort, { once: true });
     try {
       await client.connect();
@@ -57,7 +58,7 @@ export class PostgresDriver implements Driver {
       client.off('error', swallow);
     }
     if (signal.aborted) {
-      await client.end().catch(swallow);
+      destroySocket(client);
       throw signal.reason;
     }
     return new PostgresConnection(
@@ -76,6 +77,19 @@ export class PostgresDriver implements Driver {
     // Cancel requests use short-lived sockets of their own: nothing is held here.
   }
 }
+
+/** What `pg` keeps of the socket (not in its types). */
+interface PgSocketHolder {
+  readonly connection?: { readonly stream?: { destroy(): void } };
+}
+
+/** Closes a client's socket at once, without waiting for the server to answer. */
+function destroySocket(client: pg.Client): void {
+  (client as unknown as PgSocketHolder).connection?.stream?.destroy();
+}
+
+/** How long `close()` waits for a polite goodbye before destroying the socket. */
+const CLOSE_GRACE_MS = 200;
 
 /** True when `error` is the reason of `signal`'s abort (re-read: TS narrowed `aborted` before the await). */
 function isAbortOf(signal: AbortSignal | undefined, error: unknown): boolean {
@@ -217,7 +231,14 @@ class PostgresConnection implements DriverConnection {
 
   async close(): Promise<void> {
     this.#broken = true;
-    await this.#client.end().catch(() => {});
+    // A polite Terminate, but a server that stopped answering must not hold the socket open.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const impatient = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, CLOSE_GRACE_MS);
+    });
+    await Promise.race([this.#client.end().catch(() => {}), impatient]);
+    clearTimeout(timer);
+    destroySocket(this.#client);
   }
 
   #markBroken(error: unknown): void {
