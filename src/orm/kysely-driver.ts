@@ -6,7 +6,8 @@ import type {
   TransactionSettings,
 } from 'kysely';
 import type { DriverConnection, Driver } from '../drivers/driver.js';
-import type { Lease, Pool } from '../pool/index.js';
+import { SluiceError } from '../errors.js';
+import { type Lease, type Pool, PoolCreateError } from '../pool/index.js';
 import { currentDeadline, type Deadline, statementSignal, withoutDeadline } from './deadline-scope.js';
 
 /** The deadline for a statement: the scope's, else the default statement timeout, else none. */
@@ -73,11 +74,18 @@ export class PoolKyselyDriver implements KyselyDriver {
   async acquireConnection(): Promise<DatabaseConnection> {
     const deadline = currentDeadline();
     const remainingMs = deadline === undefined ? undefined : Math.max(0, deadline.at - performance.now());
-    const lease = await this.#pool.acquire({
-      ...(deadline?.signal !== undefined ? { signal: deadline.signal } : {}),
-      ...(remainingMs !== undefined && remainingMs !== Infinity ? { timeoutMs: remainingMs } : {}),
-    });
-    return new PooledConnection(lease, this.#deadline);
+    try {
+      const lease = await this.#pool.acquire({
+        ...(deadline?.signal !== undefined ? { signal: deadline.signal } : {}),
+        ...(remainingMs !== undefined && remainingMs !== Infinity ? { timeoutMs: remainingMs } : {}),
+      });
+      return new PooledConnection(lease, this.#deadline);
+    } catch (error) {
+      // A wrong password or an unknown database reaches the caller as itself
+      // (AUTH_FAILED, UNKNOWN_DATABASE), not wrapped in the pool's POOL_CREATE_FAILED.
+      if (error instanceof PoolCreateError && error.cause instanceof SluiceError) throw error.cause;
+      throw error;
+    }
   }
 
   async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {

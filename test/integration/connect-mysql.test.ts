@@ -31,6 +31,17 @@ describe.skipIf(url === '')('connect() over MySQL/MariaDB (real server)', () => 
     return Number(result.rows[0]!.n);
   }
 
+  test('a wrong password fails at once with AUTH_FAILED, naming no secret', async () => {
+    const target = new URL(url);
+    target.username = 'root';
+    target.password = 'sluice-wrong-password';
+    const wrong = connect<DB>(target.toString(), { pool: { acquireTimeoutMs: 60_000 } });
+    const error = await sql`SELECT 1`.execute(wrong.db).catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toBe('AUTH_FAILED');
+    expect((error as Error).message).not.toContain('sluice-wrong-password');
+    await wrong.close();
+  });
+
   test('plain Kysely queries run through the pool', async () => {
     await database.db.insertInto('sluice_connect_mysql_person').values({ id: 1, name: 'Ada' }).execute();
     const rows = await database.db.selectFrom('sluice_connect_mysql_person').selectAll().execute();

@@ -85,6 +85,15 @@ describe.skipIf(url === '')('connect() over PostgreSQL (real server)', () => {
     expect(database.stats()).toMatchObject({ inUse: 0 });
   });
 
+  test('an unknown database fails at once with UNKNOWN_DATABASE, not after the acquire timeout', async () => {
+    const target = new URL(url);
+    target.pathname = '/sluice_no_such_database';
+    const wrong = connect<DB>(target.toString(), { pool: { acquireTimeoutMs: 60_000 } });
+    const error = await sql`SELECT 1`.execute(wrong.db).catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toBe('UNKNOWN_DATABASE');
+    await wrong.close();
+  });
+
   test('a bad URL is refused without echoing it', () => {
     expect(() => connect('postgres//app:hunter2@nowhere')).toThrow(/not a valid URL/);
     try {
