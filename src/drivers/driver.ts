@@ -24,6 +24,11 @@ export interface RunOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
+export interface StreamOptions extends RunOptions {
+  /** Rows fetched per round trip. */
+  readonly chunkSize: number;
+}
+
 /** One open connection to a database server. Used by one caller at a time. */
 export interface DriverConnection {
   /** Runs one statement with bound parameters (never spliced into the SQL text). */
@@ -32,6 +37,16 @@ export interface DriverConnection {
     parameters: readonly unknown[],
     options?: RunOptions,
   ): Promise<StatementResult<Row>>;
+  /**
+   * Runs one statement and yields its rows in chunks of at most `chunkSize`, without
+   * holding the whole result in memory. Stopping early (`break`) closes the cursor.
+   * Optional: a driver without it cannot stream.
+   */
+  stream?<Row = Record<string, unknown>>(
+    sql: string,
+    parameters: readonly unknown[],
+    options: StreamOptions,
+  ): AsyncIterableIterator<Row[]>;
   /** Checks the connection answers. Rejects when it does not. */
   ping(options?: RunOptions): Promise<void>;
   /** Makes the connection safe for its next user: rolls back a transaction left open. */

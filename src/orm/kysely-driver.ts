@@ -48,9 +48,22 @@ class PooledConnection implements DatabaseConnection {
     }
   }
 
-  // eslint-disable-next-line require-yield
-  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
-    throw new Error('Streaming is not supported yet by sluice: use execute().');
+  async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize = 100): AsyncIterableIterator<QueryResult<R>> {
+    // One deadline for the whole stream, however many round trips it takes.
+    const connection = this.lease.resource;
+    if (connection.stream === undefined) {
+      throw new SluiceError('STREAM_UNSUPPORTED', 'This database driver cannot stream yet: use execute().');
+    }
+    const statement = statementSignal(this.#deadline());
+    try {
+      const chunks = connection.stream<R>(compiledQuery.sql, compiledQuery.parameters, {
+        chunkSize,
+        signal: statement.signal,
+      });
+      for await (const rows of chunks) yield { rows };
+    } finally {
+      statement.dispose();
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, test, vi } from 'vitest';
 import { QueryTimeoutError } from '../../src/drivers/errors.js';
 import { connect, type Database } from '../../src/orm/connect.js';
 
@@ -92,6 +92,36 @@ describe.skipIf(url === '')('connect() over PostgreSQL (real server)', () => {
     const error = await sql`SELECT 1`.execute(wrong.db).catch((e: unknown) => e);
     expect((error as { code?: string }).code).toBe('UNKNOWN_DATABASE');
     await wrong.close();
+  });
+
+  test('Kysely .stream() yields rows in chunks; stopping early gives the connection back', async () => {
+    const numbers = sql<{ n: number }>`(SELECT g AS n FROM generate_series(1, 1000) AS g)`;
+    let seen = 0;
+    let last = 0;
+    for await (const row of database.db.selectFrom(numbers.as('t')).selectAll().stream(100)) {
+      seen++;
+      last = row.n;
+    }
+    expect([seen, last]).toEqual([1000, 1000]);
+    for await (const row of database.db.selectFrom(numbers.as('t')).selectAll().stream(10)) {
+      if (row.n === 25) break;
+    }
+    // Kysely gives the connection back just after the loop ends.
+    await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
+    expect((await sql<{ one: number }>`SELECT 1 AS one`.execute(database.db)).rows).toEqual([{ one: 1 }]);
+  });
+
+  test('a deadline cancels a stream on the server', async () => {
+    const slow = sql<{ n: number }>`(SELECT g AS n, pg_sleep(0.05) FROM generate_series(1, 1000) AS g)`;
+    const error = await database
+      .withDeadline({ timeoutMs: 300 }, async () => {
+        let rows = 0;
+        for await (const _ of database.db.selectFrom(slow.as('t')).select('n').stream(5)) rows++;
+        return rows;
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(QueryTimeoutError);
+    await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
   });
 
   test('a bad URL is refused without echoing it', () => {

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { ConnectionLostError } from '../errors.js';
-import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
+import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
 import { sendCancelRequest, type PostgresEndpoint } from './cancel-request.js';
 import { SQLSTATE, translateConnectError, translateRunError } from './postgres-errors.js';
 import { StatementCache } from './statement-cache.js';
@@ -160,11 +160,13 @@ class PostgresConnection implements DriverConnection {
    * Waits for a statement; when `signal` aborts, cancels it on the server, waits for the
    * server to let go (bounded by `cancelGraceMs`), and rejects with `signal.reason`.
    */
-  async #runCancellable(running: Promise<pg.QueryResult>, signal: AbortSignal): Promise<pg.QueryResult> {
+  async #runCancellable<T>(running: Promise<T>, signal: AbortSignal): Promise<T> {
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<'aborted'>((resolve) => {
       onAbort = () => resolve('aborted');
-      signal.addEventListener('abort', onAbort, { once: true });
+      // Already aborted (between two reads of a stream): cancel straight away.
+      if (signal.aborted) resolve('aborted');
+      else signal.addEventListener('abort', onAbort, { once: true });
     });
     const settled = running.then(
       (result) => ({ ok: true as const, result }),
@@ -218,6 +220,40 @@ class PostgresConnection implements DriverConnection {
     // pg runs queries in order: this one completes before the next statement starts.
     this.#client.query(`DEALLOCATE ${name}`).catch(() => {});
     delete (this.#client as unknown as PgParsedStatements).connection.parsedStatements[name];
+  }
+
+  async *stream<Row>(sql: string, parameters: readonly unknown[], options: StreamOptions): AsyncIterableIterator<Row[]> {
+    const signal = options.signal;
+    if (signal?.aborted === true) throw signal.reason;
+    if (this.#broken) throw new ConnectionLostError('The PostgreSQL connection is closed.', { cause: undefined });
+    // Loaded on first use: only users who stream need pg-cursor installed.
+    const { default: Cursor } = await import('pg-cursor');
+    const cursor = this.#client.query(new Cursor<Row>(sql, parameters as unknown[]));
+    this.#busy = true;
+    // Closed only when the consumer stops early: a cursor that ended or failed is done
+    // already, and closing it again would wait for an answer that never comes.
+    let open = true;
+    try {
+      for (;;) {
+        const reading = cursor.read(options.chunkSize);
+        let rows: Row[];
+        try {
+          rows = signal === undefined ? await reading : await this.#runCancellable(reading, signal);
+        } catch (error) {
+          open = false;
+          if (isAbortOf(signal, error)) throw error;
+          throw translateRunError(error, this.#broken);
+        }
+        if (rows.length === 0) {
+          open = false;
+          return;
+        }
+        yield rows;
+      }
+    } finally {
+      this.#busy = false;
+      if (open && !this.#broken) await cursor.close().catch(() => {});
+    }
   }
 
   async ping(options?: RunOptions): Promise<void> {
