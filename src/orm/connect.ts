@@ -140,7 +140,11 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     withDeadline,
     transaction,
     stats: () => pool.stats(),
-    close: () => db.destroy(),
+    close: async () => {
+      await db.destroy();
+      await pool.close();
+      await driver.close();
+    },
   };
 }
 

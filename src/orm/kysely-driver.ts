@@ -143,8 +143,8 @@ export class PoolKyselyDriver implements KyselyDriver {
   }
 
   async destroy(): Promise<void> {
-    await this.#pool.close();
-    await this.#driver.close();
+    // The pool and the driver belong to whoever made them (connect()): it closes them,
+    // even when Kysely never initialised this driver and so never calls this.
   }
 
   async #run(connection: DatabaseConnection, sql: string): Promise<void> {

@@ -124,6 +124,14 @@ describe.skipIf(url === '')('connect() over PostgreSQL (real server)', () => {
     await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
   });
 
+  test('close() closes the pool even when Kysely itself was never used', async () => {
+    const direct = connect<DB>(url, { pool: { max: 1 } });
+    await direct.pool.use((connection) => connection.run('SELECT 1', []));
+    expect(direct.stats().size).toBe(1);
+    await direct.close();
+    expect(direct.stats()).toMatchObject({ size: 0, closed: true });
+  });
+
   test('a bad URL is refused without echoing it', () => {
     expect(() => connect('postgres//app:hunter2@nowhere')).toThrow(/not a valid URL/);
     try {

@@ -123,6 +123,24 @@ describe.skipIf(url === '')('MySQL driver (real server)', () => {
     await connection.close();
   });
 
+  test('rows stay objects and parameters positional when the URL asks mysql2 for arrays, nested tables or named placeholders', async () => {
+    // mysql2 reads options from the URL's query string; sluice's results keep their shape.
+    const target = new URL(url);
+    target.searchParams.set('rowsAsArray', 'true');
+    target.searchParams.set('nestTables', 'true');
+    target.searchParams.set('namedPlaceholders', 'true');
+    const configured = new MysqlDriver({ uri: target.toString() });
+    try {
+      const connection = await connect(configured);
+      const { rows } = await connection.run<{ a: number; b: string }>('SELECT ? AS a, ? AS b', [1, ':b']);
+      expect(rows).toEqual([{ a: 1, b: ':b' }]);
+      expect(Object.getPrototypeOf(rows[0])).toBe(Object.prototype);
+      await connection.close();
+    } finally {
+      await configured.close();
+    }
+  });
+
   test('writes report affectedRows and insertId as bigints', async () => {
     const connection = await connect(driver);
     await connection.run('DROP TABLE IF EXISTS sluice_mysql_items', []);
