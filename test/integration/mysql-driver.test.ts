@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { connect as connectTcp, createServer, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
@@ -14,6 +13,7 @@ import {
   UniqueViolationError,
 } from '../../src/drivers/errors.js';
 import { MysqlDriver } from '../../src/drivers/mysql/mysql-driver.js';
+import { runNode } from '../support/run-node.js';
 
 const url = inject('backends').mysql;
 
@@ -532,19 +532,8 @@ describe.skipIf(url === '')('MySQL driver (real server)', () => {
       await driver.close();
       console.log(outcome);
     `;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    // A control connection left open would keep the child alive: it is killed after a while.
-    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
-      child.on('exit', (exitCode, exitSignal) => resolve([exitCode, exitSignal])),
-    );
-    clearTimeout(killer);
+    // A control connection left open would keep the child alive until the guard kills it.
+    const { code, signal, stdout, stderr } = await runNode(['--input-type=module', '-e', script]);
     expect({ code, signal, stderr }).toEqual({ code: 0, signal: null, stderr: '' });
     expect(stdout.trim()).toBe('aborted');
   });

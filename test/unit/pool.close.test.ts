@@ -1,28 +1,14 @@
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test, vi } from 'vitest';
 import { createPool, PoolClosedError } from '../../src/index.js';
+import { type ChildOutcome, runNode } from '../support/run-node.js';
 import { FakeFactory, type FakeResource, settle, track, poolsClosedAfterEach } from './fake-resources.js';
 
 const { makePool } = poolsClosedAfterEach();
 
 /** Runs a fixture script in a child process and reports how it ended. */
-async function runFixture(
-  name: string,
-): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
-  const fixture = fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  // A generous guard, not a timing assertion: a leftover timer would hold it for minutes.
-  const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
-    child.on('exit', (c, s) => resolve([c, s])),
-  );
-  clearTimeout(killer);
-  return { code, signal, stdout, stderr };
+function runFixture(name: string): Promise<ChildOutcome> {
+  return runNode([fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url))]);
 }
 
 describe('process lifetime', () => {

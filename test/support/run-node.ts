@@ -1,0 +1,28 @@
+import { spawn } from 'node:child_process';
+
+/** How a child Node process ended, and what it printed. */
+export interface ChildOutcome {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs `node --import tsx <args>` and waits for it to exit, for tests that prove a process
+ * exits on its own (nothing left holding the event loop). The kill after `guardMs` is a
+ * guard against a hang, not a timing assertion: a killed child shows as `signal: 'SIGKILL'`.
+ */
+export async function runNode(args: readonly string[], guardMs = 15_000): Promise<ChildOutcome> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), guardMs);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.on('exit', (exitCode, exitSignal) => resolve([exitCode, exitSignal])),
+  );
+  clearTimeout(killer);
+  return { code, signal, stdout, stderr };
+}
