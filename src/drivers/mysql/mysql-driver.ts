@@ -1,6 +1,7 @@
 import mysql from 'mysql2';
 import type { Connection, ConnectionOptions, QueryError, ResultSetHeader } from 'mysql2';
 import { describeError, InvalidOptionError } from '../../errors.js';
+import { ConnectionHealth } from '../connection-health.js';
 import { ConnectionLostError } from '../errors.js';
 import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
 import { ControlConnection, destroySocket, quit } from './control-connection.js';
@@ -162,9 +163,7 @@ class MysqlConnection implements DriverConnection {
   readonly #control: ControlConnection;
   readonly #cancelGraceMs: number;
   readonly #threadId: number;
-  readonly #brokenListeners: Array<(error: unknown) => void> = [];
-  #broken = false;
-  #busy = false;
+  readonly #health = new ConnectionHealth();
   /**
    * Whether a transaction may be open. mysql2 has no transaction-status API, but every OK
    * packet carries the server's status flags: they set this exactly. A statement that ends
@@ -183,26 +182,26 @@ class MysqlConnection implements DriverConnection {
     // mysql2 emits 'error' when an idle connection dies (KILL CONNECTION, wait_timeout, a
     // restart); with no listener that would crash the process. Here it marks it broken.
     connection.on('error', (error: unknown) =>
-      this.#markBroken(new ConnectionLostError(`The MySQL connection failed: ${describeError(error)}.`, { cause: error })),
+      this.#health.markBroken(new ConnectionLostError(`The MySQL connection failed: ${describeError(error)}.`, { cause: error })),
     );
     connection.on('end', () =>
-      this.#markBroken(new ConnectionLostError('The MySQL server closed the connection.', { cause: undefined })),
+      this.#health.markBroken(new ConnectionLostError('The MySQL server closed the connection.', { cause: undefined })),
     );
   }
 
   get broken(): boolean {
-    return this.#broken;
+    return this.#health.broken;
   }
 
   onBroken(listener: (error: unknown) => void): void {
-    this.#brokenListeners.push(listener);
+    this.#health.onBroken(listener);
   }
 
   async run<Row>(sql: string, parameters: readonly unknown[], options?: RunOptions): Promise<StatementResult<Row>> {
     const signal = options?.signal;
     if (signal?.aborted === true) throw signal.reason;
-    if (this.#broken) throw new ConnectionLostError('The MySQL connection is closed.', { cause: undefined });
-    this.#busy = true;
+    if (this.#health.broken) throw new ConnectionLostError('The MySQL connection is closed.', { cause: undefined });
+    this.#health.busy = true;
     try {
       const running = this.#query(sql, parameters);
       const outcome = signal === undefined ? await running : await this.#runCancellable(running, signal);
@@ -211,11 +210,11 @@ class MysqlConnection implements DriverConnection {
     } catch (error) {
       // An abort rejects with the signal's reason untouched, as fetch() does.
       if (isAbortOf(signal, error)) throw error;
-      const translated = translateRunError(error, this.#broken);
+      const translated = translateRunError(error, this.#health.broken);
       if (translated instanceof ConnectionLostError) this.#abandon(translated);
       throw translated;
     } finally {
-      this.#busy = false;
+      this.#health.busy = false;
     }
   }
 
@@ -270,7 +269,7 @@ class MysqlConnection implements DriverConnection {
     // Wait for the KILL itself too: until the server has acted on it, it could still land
     // on this connection's next statement.
     const delivered = await killed;
-    if (this.#broken) throw signal.reason;
+    if (this.#health.broken) throw signal.reason;
     if (!outcome.ok && serverErrno(outcome.error) === ER.queryInterrupted) {
       // Killed mid-statement: the server has let go of it, the connection is clean.
       throw signal.reason;
@@ -300,8 +299,8 @@ class MysqlConnection implements DriverConnection {
   async ping(options?: RunOptions): Promise<void> {
     const signal = options?.signal;
     if (signal?.aborted === true) throw signal.reason;
-    if (this.#broken) throw new ConnectionLostError('The MySQL connection is closed.', { cause: undefined });
-    this.#busy = true;
+    if (this.#health.broken) throw new ConnectionLostError('The MySQL connection is closed.', { cause: undefined });
+    this.#health.busy = true;
     let onAbort: (() => void) | undefined;
     try {
       const pinged = new Promise<Outcome>((resolve) => {
@@ -324,25 +323,24 @@ class MysqlConnection implements DriverConnection {
       if (!outcome.ok) throw outcome.error;
     } catch (error) {
       if (isAbortOf(signal, error)) throw error;
-      const translated = translateRunError(error, this.#broken);
+      const translated = translateRunError(error, this.#health.broken);
       if (translated instanceof ConnectionLostError) this.#abandon(translated);
       throw translated;
     } finally {
       if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-      this.#busy = false;
+      this.#health.busy = false;
     }
   }
 
   async reset(): Promise<void> {
-    if (this.#broken) return;
+    if (this.#health.broken) return;
     if (this.#mayBeInTransaction) await this.run('ROLLBACK', []);
   }
 
   async close(): Promise<void> {
-    const wasBroken = this.#broken;
-    this.#broken = true;
-    this.#brokenListeners.length = 0;
-    if (wasBroken || this.#busy) {
+    const wasBroken = this.#health.broken;
+    this.#health.retire();
+    if (wasBroken || this.#health.busy) {
       // Nothing to say goodbye to, or a statement in the way: close the socket now (a
       // statement still waiting fails with a lost connection instead of hanging).
       destroySocket(this.#connection);
@@ -363,17 +361,10 @@ class MysqlConnection implements DriverConnection {
 
   /** Marks the connection broken and closes its socket: its state is unknown or it is gone. */
   #abandon(error: unknown): void {
-    this.#markBroken(error);
+    this.#health.markBroken(error);
     destroySocket(this.#connection);
   }
 
-  #markBroken(error: unknown): void {
-    if (this.#broken) return;
-    this.#broken = true;
-    const listeners = this.#brokenListeners.splice(0);
-    // A busy connection's own caller hears about it through its statement's rejection.
-    if (!this.#busy) for (const listener of listeners) listener(error);
-  }
 }
 
 /** Waits for `promise` at most `timeoutMs`; undefined when time ran out. */

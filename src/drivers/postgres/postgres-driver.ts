@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { ConnectionHealth } from '../connection-health.js';
 import { ConnectionLostError } from '../errors.js';
 import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
 import { sendCancelRequest, type PostgresEndpoint } from './cancel-request.js';
@@ -101,9 +102,7 @@ class PostgresConnection implements DriverConnection {
   readonly #endpoint: PostgresEndpoint;
   readonly #cancelGraceMs: number;
   readonly #statements: StatementCache;
-  readonly #brokenListeners: Array<(error: unknown) => void> = [];
-  #broken = false;
-  #busy = false;
+  readonly #health = new ConnectionHealth();
 
   constructor(client: pg.Client, endpoint: PostgresEndpoint, cancelGraceMs: number, statements: StatementCache) {
     this.#client = client;
@@ -112,23 +111,23 @@ class PostgresConnection implements DriverConnection {
     this.#statements = statements;
     // pg emits 'error' when an idle connection dies (e.g. pg_terminate_backend); with no
     // listener that would crash the process. Here it marks the connection broken instead.
-    client.on('error', (error) => this.#markBroken(error));
-    client.on('end', () => this.#markBroken(new ConnectionLostError('The PostgreSQL connection closed.', { cause: undefined })));
+    client.on('error', (error) => this.#health.markBroken(error));
+    client.on('end', () => this.#health.markBroken(new ConnectionLostError('The PostgreSQL connection closed.', { cause: undefined })));
   }
 
   get broken(): boolean {
-    return this.#broken;
+    return this.#health.broken;
   }
 
   onBroken(listener: (error: unknown) => void): void {
-    this.#brokenListeners.push(listener);
+    this.#health.onBroken(listener);
   }
 
   async run<Row>(sql: string, parameters: readonly unknown[], options?: RunOptions): Promise<StatementResult<Row>> {
     const signal = options?.signal;
     if (signal?.aborted === true) throw signal.reason;
-    if (this.#broken) throw new ConnectionLostError('The PostgreSQL connection is closed.', { cause: undefined });
-    this.#busy = true;
+    if (this.#health.broken) throw new ConnectionLostError('The PostgreSQL connection is closed.', { cause: undefined });
+    this.#health.busy = true;
     try {
       const result = await this.#execute(sql, parameters, signal, true).catch((error: unknown) => {
         // DDL can change what a cached statement returns ("cached plan must not change
@@ -150,9 +149,9 @@ class PostgresConnection implements DriverConnection {
     } catch (error) {
       // An abort rejects with the signal's reason untouched, as fetch() does.
       if (isAbortOf(signal, error)) throw error;
-      throw translateRunError(error, this.#broken);
+      throw translateRunError(error, this.#health.broken);
     } finally {
-      this.#busy = false;
+      this.#health.busy = false;
     }
   }
 
@@ -193,12 +192,12 @@ class PostgresConnection implements DriverConnection {
     await cancelled;
     if (outcome === 'stuck') {
       // The server did not let go in time: the connection's state is unknown.
-      this.#markBroken(new ConnectionLostError('A cancelled statement did not stop in time.', { cause: signal.reason }));
+      this.#health.markBroken(new ConnectionLostError('A cancelled statement did not stop in time.', { cause: signal.reason }));
       await this.close();
     } else if (outcome.ok || (outcome.error as { code?: unknown }).code !== SQLSTATE.queryCanceled) {
       // It finished (or failed) before the cancel landed: the cancel might still hit the
       // next statement on this connection, so it must not be reused.
-      this.#markBroken(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
+      this.#health.markBroken(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
     }
     throw signal.reason;
   }
@@ -225,11 +224,11 @@ class PostgresConnection implements DriverConnection {
   async *stream<Row>(sql: string, parameters: readonly unknown[], options: StreamOptions): AsyncIterableIterator<Row[]> {
     const signal = options.signal;
     if (signal?.aborted === true) throw signal.reason;
-    if (this.#broken) throw new ConnectionLostError('The PostgreSQL connection is closed.', { cause: undefined });
+    if (this.#health.broken) throw new ConnectionLostError('The PostgreSQL connection is closed.', { cause: undefined });
     // Loaded on first use: only users who stream need pg-cursor installed.
     const { default: Cursor } = await import('pg-cursor');
     const cursor = this.#client.query(new Cursor<Row>(sql, parameters as unknown[]));
-    this.#busy = true;
+    this.#health.busy = true;
     // Closed only when the consumer stops early: a cursor that ended or failed is done
     // already, and closing it again would wait for an answer that never comes.
     let open = true;
@@ -242,7 +241,7 @@ class PostgresConnection implements DriverConnection {
         } catch (error) {
           open = false;
           if (isAbortOf(signal, error)) throw error;
-          throw translateRunError(error, this.#broken);
+          throw translateRunError(error, this.#health.broken);
         }
         if (rows.length === 0) {
           open = false;
@@ -251,8 +250,8 @@ class PostgresConnection implements DriverConnection {
         yield rows;
       }
     } finally {
-      this.#busy = false;
-      if (open && !this.#broken) await cursor.close().catch(() => {});
+      this.#health.busy = false;
+      if (open && !this.#health.broken) await cursor.close().catch(() => {});
     }
   }
 
@@ -261,12 +260,12 @@ class PostgresConnection implements DriverConnection {
   }
 
   async reset(): Promise<void> {
-    if (this.#broken) return;
+    if (this.#health.broken) return;
     if (this.#client.getTransactionStatus() !== 'I') await this.run('ROLLBACK', []);
   }
 
   async close(): Promise<void> {
-    this.#broken = true;
+    this.#health.retire();
     // A polite Terminate, but a server that stopped answering must not hold the socket open.
     let timer: ReturnType<typeof setTimeout> | undefined;
     const impatient = new Promise<void>((resolve) => {
@@ -277,11 +276,4 @@ class PostgresConnection implements DriverConnection {
     destroySocket(this.#client);
   }
 
-  #markBroken(error: unknown): void {
-    if (this.#broken) return;
-    this.#broken = true;
-    const listeners = this.#brokenListeners.splice(0);
-    // A busy connection's own caller hears about it through its statement's rejection.
-    if (!this.#busy) for (const listener of listeners) listener(error);
-  }
 }
