@@ -23,7 +23,7 @@ let monitor: mysql.Connection;
 /** Statements whose text contains `marker` running on the server (the monitor's own excluded). */
 async function runningStatements(marker: string): Promise<number> {
   const [rows] = await monitor.query<mysql.RowDataPacket[]>(
-    "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND INFO LIKE ? AND ID <> CONNECTION_ID()",
+    "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE COMMAND IN ('Query', 'Execute') AND INFO LIKE ? AND ID <> CONNECTION_ID()",
     [`%${marker}%`],
   );
   return Number(rows[0]!.n);
@@ -335,6 +335,57 @@ describe.skipIf(url === '')('MySQL driver (real server)', () => {
     }
     await setup.run('DROP TABLE sluice_mysql_deadlock', []);
     await setup.close();
+  });
+
+  test('queries are prepared once per connection, in a bounded cache; other statements go as text', async () => {
+    const cached = new MysqlDriver({ uri: url, statementCacheSize: 2 });
+    const connection = await connect(cached);
+    const counters = async (): Promise<{ prepare: number; execute: number; close: number }> => {
+      const { rows } = await connection.run<{ Variable_name: string; Value: string }>(
+        "SHOW SESSION STATUS WHERE Variable_name IN ('Com_stmt_prepare', 'Com_stmt_execute', 'Com_stmt_close')",
+        [],
+      );
+      const value = (name: string): number => Number(rows.find((row) => row.Variable_name === name)!.Value);
+      return { prepare: value('Com_stmt_prepare'), execute: value('Com_stmt_execute'), close: value('Com_stmt_close') };
+    };
+    const start = await counters();
+
+    for (const n of [1, 2, 3]) expect((await connection.run<{ n: number }>('SELECT ? AS n', [n])).rows).toEqual([{ n }]);
+    const afterOne = await counters();
+    expect(afterOne.prepare - start.prepare).toBe(1);
+    expect(afterOne.execute - start.execute).toBe(3);
+
+    // A third statement evicts the least recently used one, closed on the server.
+    await connection.run('SELECT ? + 1 AS n', [1]);
+    await connection.run('SELECT ? + 2 AS n', [1]);
+    const afterThree = await counters();
+    expect(afterThree.prepare - start.prepare).toBe(3);
+    expect(afterThree.close - start.close).toBe(1);
+
+    // Transaction control and SET are sent as text: nothing prepared, nothing executed.
+    await connection.run('SET @sluice_x = ?', [1]);
+    await connection.run('BEGIN', []);
+    await connection.run('ROLLBACK', []);
+    const afterText = await counters();
+    expect(afterText.prepare).toBe(afterThree.prepare);
+    expect(afterText.execute).toBe(afterThree.execute);
+    await connection.close();
+    await cached.close();
+  });
+
+  test('statementCacheSize 0 sends every statement as text; a bad size is refused', async () => {
+    const text = new MysqlDriver({ uri: url, statementCacheSize: 0 });
+    const connection = await connect(text);
+    const prepared = async (): Promise<number> => {
+      const { rows } = await connection.run<{ Value: string }>("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'", []);
+      return Number(rows[0]!.Value);
+    };
+    const before = await prepared();
+    expect((await connection.run<{ n: number }>('SELECT ? AS n', [7])).rows).toEqual([{ n: 7 }]);
+    expect(await prepared()).toBe(before);
+    await connection.close();
+    await text.close();
+    expect(() => new MysqlDriver({ uri: url, statementCacheSize: -1 })).toThrow(/statementCacheSize/);
   });
 
   test('reset() rolls back a transaction left open, and sends nothing when none is', async () => {
