@@ -4,6 +4,14 @@ import { isFatalMysqlError, serverErrno } from './mysql-errors.js';
 /** ER_NO_SUCH_THREAD: "Unknown thread id". */
 const ER_NO_SUCH_THREAD = 1094;
 
+/**
+ * A `KILL CONNECTION` that could not be delivered (a network outage, a server that does not
+ * answer) is tried again, backing off up to this delay between attempts...
+ */
+const KILL_RETRY_MAX_DELAY_MS = 5_000;
+/** ...for this long at most: after an outage, the statement left running there is killed. */
+const KILL_RETRY_BUDGET_MS = 60_000;
+
 interface SocketLike {
   readonly destroyed: boolean;
   destroy(): void;
@@ -83,6 +91,8 @@ export class ControlConnection {
   readonly #create: () => Connection;
   #current: Current | undefined;
   #closed = false;
+  /** Timers of `KILL CONNECTION`s waiting to be tried again. */
+  readonly #retries = new Set<ReturnType<typeof setTimeout>>();
 
   constructor(create: () => Connection) {
     this.#create = create;
@@ -92,39 +102,74 @@ export class ControlConnection {
    * Sends `KILL QUERY <threadId>` (or `KILL CONNECTION`). Resolves `true` once the server
    * has acted on it, `false` when it could not be delivered within `timeoutMs`. A control
    * connection found dead (killed, timed out by the server) is replaced once, at once.
+   * A `KILL CONNECTION` not delivered is tried again in the background (see
+   * KILL_RETRY_BUDGET_MS) until it is, or until `close()`: its target was abandoned with a
+   * statement that may still run, and the server does not stop it when the client goes.
    */
   async kill(kind: 'QUERY' | 'CONNECTION', threadId: number, timeoutMs: number): Promise<boolean> {
     if (this.#closed || !Number.isSafeInteger(threadId) || threadId <= 0) return false;
+    const outcome = await this.#deliver(kind, threadId, timeoutMs);
+    if (outcome === 'undelivered' && kind === 'CONNECTION') {
+      this.#retryKill(threadId, timeoutMs, timeoutMs, Date.now() + KILL_RETRY_BUDGET_MS);
+    }
+    return outcome === 'done';
+  }
+
+  /** One try at a KILL, bounded by `timeoutMs`: done, refused by the server, or not delivered. */
+  async #deliver(kind: 'QUERY' | 'CONNECTION', threadId: number, timeoutMs: number): Promise<'done' | 'refused' | 'undelivered'> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
     let gaveUp = false;
-    const attempt = async (): Promise<boolean> => {
+    let used: Current | undefined;
+    const attempt = async (): Promise<'done' | 'refused' | 'undelivered'> => {
       for (let tries = 0; tries < 2 && !this.#closed && !gaveUp; tries += 1) {
         const current = this.#connection();
+        used = current;
         const sent = await send(current, `KILL ${kind} ${threadId}`);
-        if (sent === 'ok') return true;
+        if (sent === 'ok') return 'done';
         // Unknown thread: it is gone already (a KILL CONNECTION has then done its job).
-        if (sent !== 'dead') return kind === 'CONNECTION' && sent === ER_NO_SUCH_THREAD;
+        if (sent !== 'dead') return kind === 'CONNECTION' && sent === ER_NO_SUCH_THREAD ? 'done' : 'refused';
         this.#discard(current);
       }
-      return false;
+      return 'undelivered';
     };
     const outcome = await Promise.race([attempt(), timedOut]);
     clearTimeout(timer);
     if (outcome === 'timeout') {
       gaveUp = true;
       // A control connection that does not answer is no use: the next kill opens a new one.
-      if (this.#current !== undefined) this.#discard(this.#current);
-      return false;
+      // Only the one this kill used: another kill may have opened a healthy one meanwhile.
+      if (used !== undefined) this.#discard(used);
+      return 'undelivered';
     }
     return outcome;
+  }
+
+  /** Tries `KILL CONNECTION <threadId>` again after `delayMs`, backing off, until `giveUpAt`. */
+  #retryKill(threadId: number, timeoutMs: number, delayMs: number, giveUpAt: number): void {
+    if (this.#closed || Date.now() + delayMs > giveUpAt) return;
+    const timer = setTimeout(() => {
+      this.#retries.delete(timer);
+      const next = Math.min(2 * delayMs, KILL_RETRY_MAX_DELAY_MS);
+      void this.#deliver('CONNECTION', threadId, timeoutMs).then(
+        (outcome) => {
+          if (outcome === 'undelivered') this.#retryKill(threadId, timeoutMs, next, giveUpAt);
+        },
+        () => {},
+      );
+    }, delayMs);
+    // A pending retry does not keep the process alive; close() cancels it.
+    timer.unref();
+    this.#retries.add(timer);
   }
 
   /** Closes the control connection, if one is open. Never rejects. */
   async close(timeoutMs: number): Promise<void> {
     this.#closed = true;
+    for (const timer of this.#retries) clearTimeout(timer);
+    this.#retries.clear();
     const current = this.#current;
     this.#current = undefined;
     if (current !== undefined) await quit(current.connection, timeoutMs);
