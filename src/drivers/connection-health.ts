@@ -8,9 +8,19 @@
  */
 export class ConnectionHealth {
   readonly #listeners: Array<(error: unknown) => void> = [];
+  readonly #onOrphaned: () => void;
   #broken = false;
   /** True while a statement runs on the connection. */
   busy = false;
+
+  /**
+   * `onOrphaned` runs once if the connection breaks or is closed while a statement runs on
+   * it: the server does not stop a statement because its client went away (not until it
+   * next writes to it), so the driver stops it from outside (a cancel, a KILL).
+   */
+  constructor(onOrphaned: () => void = () => {}) {
+    this.#onOrphaned = onOrphaned;
+  }
 
   get broken(): boolean {
     return this.#broken;
@@ -25,12 +35,15 @@ export class ConnectionHealth {
     if (this.#broken) return;
     this.#broken = true;
     const listeners = this.#listeners.splice(0);
-    if (!this.busy) for (const listener of listeners) listener(error);
+    if (this.busy) this.#onOrphaned();
+    else for (const listener of listeners) listener(error);
   }
 
   /** Marks the connection unusable without telling anyone: it is being closed on purpose. */
   retire(): void {
+    const wasBroken = this.#broken;
     this.#broken = true;
     this.#listeners.length = 0;
+    if (this.busy && !wasBroken) this.#onOrphaned();
   }
 }

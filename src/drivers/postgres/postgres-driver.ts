@@ -102,7 +102,7 @@ class PostgresConnection implements DriverConnection {
   readonly #endpoint: PostgresEndpoint;
   readonly #cancelGraceMs: number;
   readonly #statements: StatementCache;
-  readonly #health = new ConnectionHealth();
+  readonly #health = new ConnectionHealth(() => this.#cancelOnServer());
 
   constructor(client: pg.Client, endpoint: PostgresEndpoint, cancelGraceMs: number, statements: StatementCache) {
     this.#client = client;
@@ -181,8 +181,7 @@ class PostgresConnection implements DriverConnection {
       signal.removeEventListener('abort', onAbort!);
     }
 
-    const { processID, secretKey } = this.#client as unknown as { processID: number; secretKey: number };
-    const cancelled = sendCancelRequest(this.#endpoint, processID, secretKey, this.#cancelGraceMs);
+    const cancelled = this.#cancelOnServer();
     let graceTimer: ReturnType<typeof setTimeout> | undefined;
     const grace = new Promise<'stuck'>((resolve) => {
       graceTimer = setTimeout(() => resolve('stuck'), this.#cancelGraceMs);
@@ -200,6 +199,12 @@ class PostgresConnection implements DriverConnection {
       this.#health.markBroken(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
     }
     throw signal.reason;
+  }
+
+  /** Sends a CancelRequest for whatever this connection's backend is running. Never rejects. */
+  #cancelOnServer(): Promise<boolean> {
+    const { processID, secretKey } = this.#client as unknown as { processID: number; secretKey: number };
+    return sendCancelRequest(this.#endpoint, processID, secretKey, this.#cancelGraceMs);
   }
 
   #execute(sql: string, parameters: readonly unknown[], signal: AbortSignal | undefined, cached: boolean): Promise<pg.QueryResult> {
