@@ -1,11 +1,11 @@
-import type {
+import {
   CompiledQuery,
-  DatabaseConnection,
-  Driver as KyselyDriver,
-  QueryResult,
-  TransactionSettings,
+  type DatabaseConnection,
+  type Driver as KyselyDriver,
+  type QueryResult,
+  type TransactionSettings,
 } from 'kysely';
-import type { DriverConnection, Driver } from '../drivers/driver.js';
+import type { Driver, DriverConnection, StatementResult } from '../drivers/driver.js';
 import { SluiceError } from '../errors.js';
 import { type Lease, type Pool, PoolCreateError } from '../pool/index.js';
 import { currentDeadline, type Deadline, statementSignal, withoutDeadline } from './deadline-scope.js';
@@ -22,10 +22,18 @@ interface ExecuteOptions {
  * One pooled connection as Kysely sees it. Every statement gets the deadline in force
  * (and, on Kysely 0.29, the `execute({ signal })` signal): past it, the statement is
  * cancelled on the server.
+ *
+ * The caller does not wait for the cancellation: a driver settles only once the server has
+ * let go of the statement (bounded by its `cancelGraceMs`), which on a stalled network is
+ * the whole grace period. The statement rejects at the deadline; the connection stays
+ * checked out, `settling`, until the driver knows its state, and only then goes back to
+ * the pool (or is destroyed).
  */
 class PooledConnection implements DatabaseConnection {
   readonly lease: Lease<DriverConnection>;
   readonly #deadline: DeadlineSource;
+  /** Set while a statement given up on is still being cancelled; settles when it is done. */
+  settling: Promise<void> | undefined;
 
   constructor(lease: Lease<DriverConnection>, deadline: DeadlineSource) {
     this.lease = lease;
@@ -33,19 +41,42 @@ class PooledConnection implements DatabaseConnection {
   }
 
   async executeQuery<R>(compiledQuery: CompiledQuery, options?: ExecuteOptions): Promise<QueryResult<R>> {
+    // A statement after one given up on (a ROLLBACK TO SAVEPOINT) runs once the server let go.
+    if (this.settling !== undefined) await this.settling;
     const statement = statementSignal(this.#deadline(), options?.signal);
     try {
-      const result = await this.lease.resource.run<R>(compiledQuery.sql, compiledQuery.parameters, {
-        signal: statement.signal,
-      });
-      return {
-        rows: result.rows,
-        ...(result.affectedRows !== undefined ? { numAffectedRows: result.affectedRows } : {}),
-        ...(result.insertId !== undefined ? { insertId: result.insertId } : {}),
-      };
+      const running = this.lease.resource.run<R>(compiledQuery.sql, compiledQuery.parameters, { signal: statement.signal });
+      const result = statement.signal === undefined ? await running : await this.#untilAborted(running, statement.signal);
+      return toQueryResult(result);
     } finally {
       statement.dispose();
     }
+  }
+
+  /** Settles with `running`, or rejects with the signal's reason as soon as it aborts. */
+  #untilAborted<T>(running: Promise<T>, signal: AbortSignal): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => {
+        // The driver is cancelling the statement on the server; the connection is not
+        // free until it has (see releaseConnection).
+        this.settling = running.then(
+          () => {},
+          () => {},
+        );
+        reject(signal.reason);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      running.then(
+        (result) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(result);
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      );
+    });
   }
 
   async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize = 100): AsyncIterableIterator<QueryResult<R>> {
@@ -65,6 +96,30 @@ class PooledConnection implements DatabaseConnection {
       statement.dispose();
     }
   }
+}
+
+function toQueryResult<R>(result: StatementResult<R>): QueryResult<R> {
+  if (result.affectedRows === undefined && result.insertId === undefined) return { rows: result.rows };
+  return {
+    rows: result.rows,
+    ...(result.affectedRows !== undefined ? { numAffectedRows: result.affectedRows } : {}),
+    ...(result.insertId !== undefined ? { insertId: result.insertId } : {}),
+  };
+}
+
+/** Returns a connection to the pool clean (an open transaction rolled back), or destroys it. Never rejects. */
+async function giveBack(lease: Lease<DriverConnection>): Promise<void> {
+  if (lease.released) return;
+  const resource = lease.resource;
+  if (!resource.broken) {
+    try {
+      await withoutDeadline(() => resource.reset());
+    } catch {
+      // A connection that cannot be reset cannot be trusted.
+    }
+  }
+  if (resource.broken) lease.destroy();
+  else lease.release();
 }
 
 /** Kysely's driver over a sluice pool: connections are leases, released (or destroyed) after use. */
@@ -121,25 +176,24 @@ export class PoolKyselyDriver implements KyselyDriver {
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    // After a deadline or an abort the rollback must still run: outside the deadline.
     const pooled = connection as PooledConnection;
-    if (pooled.lease.resource.broken) return; // the server rolls back a closed connection's transaction
+    // The server rolls back a closed connection's transaction; a connection still settling
+    // a cancelled statement is rolled back by reset() before it goes back to the pool.
+    if (pooled.lease.resource.broken || pooled.settling !== undefined) return;
+    // After a deadline or an abort the rollback must still run: outside the deadline.
     await withoutDeadline(() => this.#run(connection, 'ROLLBACK'));
   }
 
   async releaseConnection(connection: DatabaseConnection): Promise<void> {
-    const lease = (connection as PooledConnection).lease;
-    if (lease.released) return;
-    const resource = lease.resource;
-    if (!resource.broken) {
-      try {
-        await withoutDeadline(() => resource.reset());
-      } catch {
-        // A connection that cannot be reset cannot be trusted.
-      }
+    const pooled = connection as PooledConnection;
+    if (pooled.lease.released) return;
+    if (pooled.settling !== undefined) {
+      // Back to the pool once the server has let go of the cancelled statement; the caller
+      // who gave up on it does not wait for that.
+      void pooled.settling.then(() => giveBack(pooled.lease));
+      return;
     }
-    if (resource.broken) lease.destroy();
-    else lease.release();
+    await giveBack(pooled.lease);
   }
 
   async destroy(): Promise<void> {
@@ -148,12 +202,6 @@ export class PoolKyselyDriver implements KyselyDriver {
   }
 
   async #run(connection: DatabaseConnection, sql: string): Promise<void> {
-    const pooled = connection as PooledConnection;
-    const statement = statementSignal(this.#deadline());
-    try {
-      await pooled.lease.resource.run(sql, [], { signal: statement.signal });
-    } finally {
-      statement.dispose();
-    }
+    await connection.executeQuery(CompiledQuery.raw(sql));
   }
 }
