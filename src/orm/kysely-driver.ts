@@ -6,7 +6,7 @@ import {
   type TransactionSettings,
 } from 'kysely';
 import type { Driver, DriverConnection, StatementResult } from '../drivers/driver.js';
-import { SluiceError } from '../errors.js';
+import { InvalidOptionError, SluiceError } from '../errors.js';
 import { type Lease, type Pool, PoolCreateError } from '../pool/index.js';
 import { currentDeadline, type Deadline, statementSignal, withoutDeadline } from './deadline-scope.js';
 
@@ -113,13 +113,32 @@ async function giveBack(lease: Lease<DriverConnection>): Promise<void> {
   const resource = lease.resource;
   if (!resource.broken) {
     try {
-      await withoutDeadline(() => resource.reset());
+      // Drivers take deadlines only as signals, never from the scope: nothing to step out of.
+      await resource.reset();
     } catch {
       // A connection that cannot be reset cannot be trusted.
     }
   }
   if (resource.broken) lease.destroy();
   else lease.release();
+}
+
+/**
+ * SQLite transactions are serializable, and nothing else: another isolation level is refused
+ * rather than silently not given; so is `read only`, which SQLite cannot enforce per
+ * transaction.
+ */
+export function checkSqliteTransaction(settings: TransactionSettings): void {
+  const isolation = settings.isolationLevel;
+  if (isolation !== undefined && isolation !== 'serializable') {
+    throw new InvalidOptionError(
+      'isolation',
+      `SQLite transactions are always serializable; '${isolation}' is not available (leave it out, or ask for 'serializable').`,
+    );
+  }
+  if (settings.accessMode !== undefined && settings.accessMode !== 'read write') {
+    throw new InvalidOptionError('accessMode', `SQLite cannot make one transaction '${settings.accessMode}'.`);
+  }
 }
 
 /** Kysely's driver over a sluice pool: connections are leases, released (or destroyed) after use. */
@@ -165,6 +184,13 @@ export class PoolKyselyDriver implements KyselyDriver {
         .join(', ');
       if (characteristics !== '') await this.#run(connection, `SET TRANSACTION ${characteristics}`);
       await this.#run(connection, 'START TRANSACTION');
+      return;
+    }
+    if (this.#driver.dialect === 'sqlite') {
+      checkSqliteTransaction(settings);
+      // IMMEDIATE: the transaction takes the write lock at BEGIN, so it never fails half
+      // way with SQLITE_BUSY when it first writes (sluice queues writers for the lock).
+      await this.#run(connection, 'BEGIN IMMEDIATE');
       return;
     }
     const modes = [isolation && `ISOLATION LEVEL ${isolation.toUpperCase()}`, access && access.toUpperCase()].filter(Boolean);

@@ -9,7 +9,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, test } from '
 import { ConnectionError, ConnectionLostError, QueryTimeoutError } from '../../src/drivers/errors.js';
 import type { DriverConnection } from '../../src/drivers/driver.js';
 import { PostgresDriver } from '../../src/drivers/postgres/postgres-driver.js';
-import { SluiceError } from '../../src/errors.js';
 import { connect, type Database } from '../../src/orm/connect.js';
 import { PoolTimeoutError } from '../../src/pool/errors.js';
 import { isListening } from './backends.js';

@@ -98,6 +98,68 @@ async function startProxy(
   };
 }
 
+/**
+ * A TCP proxy that passes the server's bytes on only as fast as the client reads them (so
+ * a client that stops reading makes the server wait), counting the bytes it took from the
+ * server.
+ */
+async function startCountingProxy(
+  host: string,
+  port: number,
+): Promise<{ port: number; fromServer: () => number; close: () => Promise<void> }> {
+  let fromServer = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connectTcp(port, host);
+    sockets.add(client).add(upstream);
+    client.pipe(upstream);
+    upstream.on('data', (data: Buffer) => {
+      fromServer += data.length;
+      if (!client.write(data)) upstream.pause();
+    });
+    client.on('drain', () => upstream.resume());
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      socket.on('close', end);
+      socket.on('error', end);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    fromServer: () => fromServer,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** The digits 0-9 as a derived table: row sources built from it run on MySQL 8 and MariaDB alike. */
+const DIGITS = `(${Array.from({ length: 10 }, (_, d) => `SELECT ${d} AS d`).join(' UNION ALL ')})`;
+
+/** SQL for the numbers 1 to 10^powers as `n`, with `columns` added (no order: add one). */
+function numbers(powers: number, columns = ''): string {
+  const tables = Array.from({ length: powers }, (_, i) => `${DIGITS} AS d${i}`).join(' CROSS JOIN ');
+  const n = Array.from({ length: powers }, (_, i) => `${10 ** i} * d${i}.d`).join(' + ');
+  return `SELECT 1 + ${n} AS n${columns} FROM ${tables}`;
+}
+
+/** Reads a stream to its end or its error: the rows read, and the error (undefined when it ended). */
+async function drain<Row>(chunks: AsyncIterable<Row[]>): Promise<{ rows: Row[]; error: unknown }> {
+  const rows: Row[] = [];
+  try {
+    for await (const chunk of chunks) rows.push(...chunk);
+    return { rows, error: undefined };
+  } catch (error) {
+    return { rows, error };
+  }
+}
+
 describe.skipIf(url === '')('MySQL driver (real server)', () => {
   const driver = new MysqlDriver({ uri: url });
 
@@ -435,6 +497,120 @@ describe.skipIf(url === '')('MySQL driver (real server)', () => {
     expect(await countOn(connection, 'sluice_mysql_proc_rows')).toBe(0);
     await connection.run('DROP PROCEDURE sluice_mysql_proc', []);
     await connection.run('DROP TABLE sluice_mysql_proc_rows', []);
+    await connection.close();
+  });
+
+  test('a stream reads from the server only as fast as it is consumed; stopping early kills the rest instead of reading it', async () => {
+    const target = new URL(url);
+    const proxy = await startCountingProxy(target.hostname, Number(target.port || 3306));
+    const proxied = new URL(url);
+    proxied.host = `127.0.0.1:${proxy.port}`;
+    const throughProxy = new MysqlDriver({ uri: proxied.toString() });
+    try {
+      const connection = await connect(throughProxy);
+      const marker = `sluice_mysql_stream_slow_${Date.now()}`;
+      // 100,000 rows of 4 kB: 400 MB in all, far more than the sockets on the way hold
+      // (about 20 MB on Linux over loopback, through the proxy's two connections).
+      const total = 100_000 * 4_000;
+      const chunks = connection
+        .stream!<{ n: number; pad: string }>(`${numbers(5, ", REPEAT('x', 4000) AS pad")} /* ${marker} */`, [], { chunkSize: 10 })
+        [Symbol.asyncIterator]();
+      const first = await chunks.next();
+      expect(first.value).toHaveLength(10);
+      // The consumer holds its chunk and asks for no more: wait until nothing more comes.
+      let last = -1;
+      await expect
+        .poll(
+          () => {
+            const now = proxy.fromServer();
+            const still = now === last;
+            last = now;
+            return still;
+          },
+          { interval: 250, timeout: 15_000 },
+        )
+        .toBe(true);
+      // Only what the sockets in between hold left the server: a small part of the result.
+      expect(proxy.fromServer()).toBeLessThan(total / 4);
+      // The statement waits on the client, still running.
+      expect(await runningStatements(marker)).toBe(1);
+
+      await chunks.return?.();
+      expect(await runningStatements(marker)).toBe(0);
+      // Killed, not read to its end.
+      expect(proxy.fromServer()).toBeLessThan(total / 4);
+      expect(connection.broken).toBe(false);
+      expect((await connection.run<{ one: number }>('SELECT 1 AS one', [])).rows).toEqual([{ one: 1 }]);
+      await connection.close();
+    } finally {
+      await throughProxy.close();
+      await proxy.close();
+    }
+  });
+
+  test('an error part way through a stream comes after the rows before it, translated; the connection stays usable', async () => {
+    const connection = await connect(driver);
+    // "Subquery returns more than 1 row", raised when the server reaches row 500.
+    const { rows, error } = await drain(
+      connection.stream!<{ n: number }>(
+        `SELECT t.n, IF(t.n = 500, (SELECT 1 UNION ALL SELECT 2), t.n) AS v FROM (${numbers(3)}) AS t ORDER BY t.n`,
+        [],
+        { chunkSize: 10 },
+      ),
+    );
+    expect(error).toBeInstanceOf(DatabaseError);
+    expect(error).toMatchObject({ code: 'QUERY_FAILED', errno: 1242 });
+    expect(rows.length).toBeLessThan(500);
+    expect(rows.map((row) => Number(row.n))).toEqual(Array.from({ length: rows.length }, (_, i) => i + 1));
+    expect(connection.broken).toBe(false);
+    expect((await connection.run<{ one: number }>('SELECT 1 AS one', [])).rows).toEqual([{ one: 1 }]);
+    await connection.close();
+  });
+
+  test('a streamed CALL gives its first row set only; a transaction it leaves open is rolled back by reset()', async () => {
+    const connection = await connect(driver);
+    await connection.run('DROP PROCEDURE IF EXISTS sluice_mysql_stream_proc', []);
+    await connection.run('DROP TABLE IF EXISTS sluice_mysql_stream_proc_rows', []);
+    await connection.run('CREATE TABLE sluice_mysql_stream_proc_rows (id INT) ENGINE=InnoDB', []);
+    await connection.run(
+      "CREATE PROCEDURE sluice_mysql_stream_proc(IN v INT) BEGIN START TRANSACTION; INSERT INTO sluice_mysql_stream_proc_rows VALUES (v); SELECT v AS v; SELECT 'other' AS w; END",
+      [],
+    );
+    // Autocommit is on, and known to be: only the OK packet ending the CALL tells of the transaction.
+    const { rows, error } = await drain(connection.stream!<{ v: number }>('CALL sluice_mysql_stream_proc(?)', [7], { chunkSize: 10 }));
+    expect(error).toBeUndefined();
+    expect(rows).toEqual([{ v: 7 }]);
+    await connection.reset();
+    expect(await countOn(connection, 'sluice_mysql_stream_proc_rows')).toBe(0);
+    await connection.run('DROP PROCEDURE sluice_mysql_stream_proc', []);
+    await connection.run('DROP TABLE sluice_mysql_stream_proc_rows', []);
+    await connection.close();
+  });
+
+  test('a connection killed during a stream fails it as fatal, and is broken', async () => {
+    const connection = await connect(driver);
+    const threadId = await threadIdOf(connection);
+    const chunks = connection.stream!(`${numbers(5, ", REPEAT('x', 1000) AS pad")}`, [], { chunkSize: 100 })[Symbol.asyncIterator]();
+    expect((await chunks.next()).value).toHaveLength(100);
+    await monitor.query(`KILL CONNECTION ${threadId}`);
+    const { error } = await drain({ [Symbol.asyncIterator]: () => chunks });
+    expect(driver.isFatal(error)).toBe(true);
+    expect((error as ConnectionLostError).code).toBe('CONNECTION_LOST');
+    expect(connection.broken).toBe(true);
+    await connection.close();
+  });
+
+  test('a stream honours an already aborted signal and refuses a bad chunkSize, sending nothing', async () => {
+    const connection = await connect(driver);
+    const reason = new Error('gone before it started');
+    await expect(drain(connection.stream!('SELECT 1', [], { chunkSize: 10, signal: AbortSignal.abort(reason) }))).resolves.toEqual({
+      rows: [],
+      error: reason,
+    });
+    const { error } = await drain(connection.stream!('SELECT 1', [], { chunkSize: 0 }));
+    expect((error as Error).message).toMatch(/chunkSize/);
+    expect(connection.broken).toBe(false);
+    expect((await connection.run<{ one: number }>('SELECT 1 AS one', [])).rows).toEqual([{ one: 1 }]);
     await connection.close();
   });
 

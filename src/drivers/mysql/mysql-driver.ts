@@ -3,9 +3,10 @@ import type { Connection, ConnectionOptions, ExecuteValues, QueryError, ResultSe
 import { describeError, InvalidOptionError } from '../../errors.js';
 import { ConnectionHealth } from '../connection-health.js';
 import { ConnectionLostError } from '../errors.js';
-import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
+import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
 import { ControlConnection, destroySocket, quit } from './control-connection.js';
 import { ER, isFatalMysqlError, serverErrno, translateConnectError, translateRunError } from './mysql-errors.js';
+import { RowStream } from './mysql-stream.js';
 
 /**
  * Settings for `MysqlDriver`: what mysql2's `createConnection` takes, minus the options
@@ -251,6 +252,70 @@ class MysqlConnection implements DriverConnection {
   }
 
   /**
+   * Runs one query as text and yields its rows in chunks of at most `chunkSize`, read from
+   * the server only as fast as they are taken (see RowStream). The signal, at any point of
+   * the stream, kills the statement on the server as in `run()`.
+   *
+   * Stopping early (`break`) kills the statement too (KILL QUERY), then reads and drops
+   * what the server had sent already, within `cancelGraceMs`, else the connection is
+   * abandoned. The MySQL protocol has no way to close a result set half way: the rest must
+   * be read or the connection dropped. Reading the rest without the KILL could take as long
+   * as the whole result; abandoning every time would cost a new connection for each early
+   * stop (and a KILL CONNECTION, since the server does not notice a closed socket while it
+   * computes). After the KILL only what was in flight is left, so the wait is short and
+   * bounded, and the connection goes back to the pool clean.
+   */
+  async *stream<Row>(sql: string, parameters: readonly unknown[], options: StreamOptions): AsyncIterableIterator<Row[]> {
+    const { signal, chunkSize } = options;
+    if (!(Number.isSafeInteger(chunkSize) && chunkSize > 0)) {
+      throw new InvalidOptionError('chunkSize', 'must be a whole number, 1 or more');
+    }
+    if (signal?.aborted === true) throw signal.reason;
+    if (this.#health.broken) throw new ConnectionLostError('The MySQL connection is closed.', { cause: undefined });
+    this.#health.busy = true;
+    // A text query that ends with a result set carries no OK packet (#observeStatus(undefined)).
+    const rows = new RowStream<Row>(this.#connection, sql, parameters, chunkSize, (end) =>
+      this.#observeStatus(end.ok ? end.result : undefined),
+    );
+    // Set once the statement is being stopped: settles once the connection is clean or abandoned.
+    let stopping: Promise<void> | undefined;
+    const stop = (reason: unknown): Promise<void> => {
+      // discard() first reads what was received already: the statement may be over then.
+      rows.discard();
+      stopping ??= rows.ended ? Promise.resolve() : this.#cancel(rows.done, reason);
+      return stopping;
+    };
+    // An abort kills the statement at once, even while the consumer holds a chunk; a
+    // pending next() then ends at once (discard()).
+    const onAbort = (): void => void stop(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for (;;) {
+        const step = await rows.next();
+        // (Re-read: TS narrowed `aborted` before the await.)
+        if (signal !== undefined && (signal.aborted as boolean)) {
+          // An abort rejects with the signal's reason untouched, as fetch() does.
+          await stopping;
+          throw signal.reason;
+        }
+        if (step.kind === 'end') return;
+        if (step.kind === 'error') {
+          const translated = translateRunError(step.error, this.#health.broken);
+          if (translated instanceof ConnectionLostError) this.#abandon(translated);
+          throw translated;
+        }
+        yield step.rows;
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // Stopped early (break, return(), the consumer's own error): nothing may keep running.
+      // (Ended: this only drops what is left unread.)
+      await stop(undefined);
+      this.#health.busy = false;
+    }
+  }
+
+  /**
    * Sends one statement, prepared (`execute()`) when it is a query and caching is on, as
    * text (`query()`) otherwise; settles with its outcome, never rejects.
    */
@@ -297,32 +362,41 @@ class MysqlConnection implements DriverConnection {
     } finally {
       signal.removeEventListener('abort', onAbort!);
     }
+    await this.#cancel(running, signal.reason);
+    throw signal.reason;
+  }
 
+  /**
+   * Kills the statement `running` on the server, waits for the server to let go of it
+   * (bounded by `cancelGraceMs`), and makes sure the connection is clean, or abandons it.
+   * Never rejects. `reason` is why, for the errors it leaves.
+   */
+  async #cancel(running: Promise<Outcome>, reason: unknown): Promise<void> {
     const killed = this.#control.kill('QUERY', this.#threadId, this.#cancelGraceMs);
     const outcome = await within(running, this.#cancelGraceMs);
     if (outcome === undefined) {
       // The server did not let go in time (or its answer is stuck on the way): the
       // connection's state is unknown. Kill it whole, so nothing keeps running there.
-      this.#abandon(new ConnectionLostError('A cancelled MySQL statement did not stop in time.', { cause: signal.reason }));
+      this.#abandon(new ConnectionLostError('A cancelled MySQL statement did not stop in time.', { cause: reason }));
       void killed.then(() => this.#control.kill('CONNECTION', this.#threadId, this.#cancelGraceMs));
-      throw signal.reason;
+      return;
     }
     // Wait for the KILL itself too: until the server has acted on it, it could still land
     // on this connection's next statement.
     const delivered = await killed;
-    if (this.#health.broken) throw signal.reason;
+    if (this.#health.broken) return;
     if (!outcome.ok && serverErrno(outcome.error) === ER.queryInterrupted) {
       // Killed mid-statement: the server has let go of it, the connection is clean.
-      throw signal.reason;
+      return;
     }
     if (!outcome.ok && isFatalMysqlError(outcome.error)) {
       this.#abandon(new ConnectionLostError('The MySQL connection failed while a statement was cancelled.', { cause: outcome.error }));
-      throw signal.reason;
+      return;
     }
     if (!delivered) {
       // The statement ended on its own, but the KILL may still be on its way.
-      this.#abandon(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
-      throw signal.reason;
+      this.#abandon(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: reason }));
+      return;
     }
     // The statement ended without the interruption error: it finished before the KILL
     // landed, or it swallowed it (MariaDB's `DO SLEEP(n)` returns normally when killed, and
@@ -331,9 +405,8 @@ class MysqlConnection implements DriverConnection {
     // (then it consumes it) so the next user starts clean.
     const probe = await within(this.#query('DO 0', []), this.#cancelGraceMs);
     if (probe === undefined || (!probe.ok && serverErrno(probe.error) !== ER.queryInterrupted)) {
-      this.#abandon(new ConnectionLostError('A cancelled MySQL connection did not answer cleanly.', { cause: signal.reason }));
+      this.#abandon(new ConnectionLostError('A cancelled MySQL connection did not answer cleanly.', { cause: reason }));
     }
-    throw signal.reason;
   }
 
   /** Checks the server answers (COM_PING). An abort while waiting leaves the connection broken. */
