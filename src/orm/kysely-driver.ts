@@ -80,20 +80,37 @@ class PooledConnection implements DatabaseConnection {
   }
 
   async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize = 100): AsyncIterableIterator<QueryResult<R>> {
-    // One deadline for the whole stream, however many round trips it takes.
     const connection = this.lease.resource;
     if (connection.stream === undefined) {
       throw new SluiceError('STREAM_UNSUPPORTED', 'This database driver cannot stream yet: use execute().');
     }
+    if (this.settling !== undefined) await this.settling;
+    // One deadline for the whole stream, however many round trips it takes.
     const statement = statementSignal(this.#deadline());
+    const chunks = connection.stream<R>(compiledQuery.sql, compiledQuery.parameters, { chunkSize, signal: statement.signal });
+    let finished = false;
     try {
-      const chunks = connection.stream<R>(compiledQuery.sql, compiledQuery.parameters, {
-        chunkSize,
-        signal: statement.signal,
-      });
-      for await (const rows of chunks) yield { rows };
+      for (;;) {
+        const next = statement.signal === undefined ? await chunks.next() : await this.#untilAborted(chunks.next(), statement.signal);
+        if (next.done === true) {
+          finished = true;
+          return;
+        }
+        yield { rows: next.value };
+      }
+    } catch (error) {
+      finished = true;
+      throw error;
     } finally {
       statement.dispose();
+      // Stopped early (break): the driver closes its cursor, or kills the statement, in
+      // the background; the connection goes back to the pool once it has.
+      if (!finished && this.settling === undefined) {
+        this.settling = chunks.return?.().then(
+          () => {},
+          () => {},
+        );
+      }
     }
   }
 }
