@@ -170,6 +170,19 @@ describe.skipIf(url === '')('PostgreSQL driver (real server)', () => {
     expect((error as ConnectionError).permanent).toBe(true);
   });
 
+  test('an unknown user fails fast with AUTH_FAILED, marked permanent, and names no secret', async () => {
+    // This server trusts every local user, so a wrong password cannot be refused here; an
+    // unknown role is refused at authentication all the same (SQLSTATE 28000).
+    const target = new URL(url);
+    target.username = 'sluice_no_such_role';
+    target.password = 'sluice-secret-pw';
+    const error = await connect(new PostgresDriver({ connectionString: target.toString() })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect(error).toMatchObject({ code: 'AUTH_FAILED', permanent: true, sqlState: '28000' });
+    expect((error as Error).message).not.toContain('sluice-secret-pw');
+    expect(String(error)).not.toContain(target.toString());
+  });
+
   test('a refused connection is CONNECTION_FAILED, transient, and names no secret', async () => {
     const error = await connect(
       new PostgresDriver({ connectionString: 'postgres://app:hunter2@127.0.0.1:1/orders' }),
