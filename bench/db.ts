@@ -11,13 +11,12 @@
  * Each cell is the median of `rounds` runs, clients in rotating order. Compare ratios:
  * the machine is shared and noisy.
  */
-import { parseArgs } from 'node:util';
 import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
 import { createPool as createMysqlPool } from 'mysql2';
 import mysqlPromise from 'mysql2/promise';
 import pg from 'pg';
 import { connect } from '../src/orm/connect.js';
-import { formatTable, measure, median } from './measure.js';
+import { benchArgs, formatTable, measure, medianOfRounds } from './measure.js';
 
 const MAX = 10;
 const ROWS = 10_000;
@@ -169,51 +168,37 @@ interface Result {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      json: { type: 'boolean', default: false },
-      seconds: { type: 'string', default: '1' },
-      rounds: { type: 'string', default: '3' },
-      concurrency: { type: 'string', default: '1,10,100' },
-      targets: { type: 'string', default: 'postgres,mysql' },
-    },
-  });
-  const targets = values.targets.split(',') as Array<'postgres' | 'mysql'>;
-  const seconds = Number(values.seconds);
-  const rounds = Number(values.rounds);
-  const levels = values.concurrency.split(',').map(Number);
+  const { json, seconds, rounds, levels, extra } = benchArgs(
+    { seconds: '1', concurrency: '1,10,100' },
+    { targets: 'postgres,mysql' },
+  );
+  const targets = String(extra.targets).split(',') as Array<'postgres' | 'mysql'>;
   if (targets.includes('postgres')) await seed();
   if (targets.includes('mysql')) await seedMysql();
 
   const results: Result[] = [];
   for (const target of targets) {
+    const clients = CLIENTS[target];
     for (const query of ['select1', 'pk'] as const) {
       for (const concurrency of levels) {
-        const byClient = new Map<string, Result[]>();
-        const clients = CLIENTS[target];
-        for (let round = 0; round < rounds; round++) {
-          for (let i = 0; i < clients.length; i++) {
-            const client = clients[(i + round) % clients.length]!();
-            let next = 0;
-            const measured = await measure(() => client.run(query, (next++ % ROWS) + 1), {
-              concurrency,
-              seconds,
-              warmupOps: 50,
-              sampleEvery: 1,
-            });
-            await client.close();
-            const result: Result = { target: client.target, client: client.name, query, concurrency, qps: measured.opsPerSec, ...measured };
-            byClient.set(client.name, [...(byClient.get(client.name) ?? []), result]);
-          }
-        }
-        for (const runs of byClient.values()) {
-          results.push(median(runs.map((run) => ({ ...run, opsPerSec: run.qps }))));
-        }
+        const cells = await medianOfRounds(clients.length, rounds, async (index) => {
+          const client = clients[index]!();
+          let next = 0;
+          const measured = await measure(() => client.run(query, (next++ % ROWS) + 1), {
+            concurrency,
+            seconds,
+            warmupOps: 50,
+            sampleEvery: 1,
+          });
+          await client.close();
+          return { target: client.target, client: client.name, query, concurrency, qps: measured.opsPerSec, ...measured };
+        });
+        results.push(...cells);
       }
     }
   }
 
-  if (values.json) {
+  if (json) {
     const json = results.map(({ target, client, query, concurrency, qps, p50Ms, p99Ms }) => ({
       target,
       client,

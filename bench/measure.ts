@@ -1,3 +1,5 @@
+import { parseArgs } from 'node:util';
+
 /** What one benchmark cell measured. Latencies in milliseconds. */
 export interface Measurement {
   readonly opsPerSec: number;
@@ -65,4 +67,54 @@ export function formatTable(header: readonly string[], rows: ReadonlyArray<reado
       .join('  ')
       .trimEnd();
   return [line(header), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/**
+ * Runs `count` clients `rounds` times each and gives every client's median round, in
+ * client order. The order rotates each round, so no client always runs first (cold) or
+ * last (after the others' garbage).
+ */
+export async function medianOfRounds<T extends { readonly opsPerSec: number }>(
+  count: number,
+  rounds: number,
+  runClient: (index: number) => Promise<T>,
+): Promise<T[]> {
+  const byClient: T[][] = Array.from({ length: count }, () => []);
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < count; i++) {
+      const index = (i + round) % count;
+      byClient[index]!.push(await runClient(index));
+    }
+  }
+  return byClient.map((runs) => median(runs));
+}
+
+/** The options every benchmark takes: `--json`, `--seconds`, `--rounds`, `--concurrency 1,10,100`. */
+export interface BenchArgs {
+  readonly json: boolean;
+  readonly seconds: number;
+  readonly rounds: number;
+  readonly levels: number[];
+  /** Options a benchmark adds of its own, as given. */
+  readonly extra: Readonly<Record<string, string | undefined>>;
+}
+
+export function benchArgs(defaults: { seconds: string; concurrency: string }, extra: Record<string, string> = {}): BenchArgs {
+  const { values } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      seconds: { type: 'string', default: defaults.seconds },
+      rounds: { type: 'string', default: '3' },
+      concurrency: { type: 'string', default: defaults.concurrency },
+      ...Object.fromEntries(Object.entries(extra).map(([name, value]) => [name, { type: 'string' as const, default: value }])),
+    },
+  });
+  const { json, seconds, rounds, concurrency, ...rest } = values as Record<string, string | boolean>;
+  return {
+    json: json === true,
+    seconds: Number(seconds),
+    rounds: Number(rounds),
+    levels: String(concurrency).split(',').map(Number),
+    extra: rest as Record<string, string>,
+  };
 }

@@ -11,12 +11,11 @@
  * Acquire latency is sampled (one acquire in 8 is timed) to keep the clock off the hot path.
  */
 import { EventEmitter } from 'node:events';
-import { parseArgs } from 'node:util';
 import genericPool from 'generic-pool';
 import PgPool from 'pg-pool';
 import { Pool as TarnPool } from 'tarn';
 import { createPool } from '../src/index.js';
-import { formatTable, measure, median } from './measure.js';
+import { benchArgs, formatTable, measure, medianOfRounds } from './measure.js';
 
 const MAX = 10;
 const ACQUIRE_TIMEOUT_MS = 30_000;
@@ -148,34 +147,20 @@ async function runCell(subject: Subject, concurrency: number, seconds: number): 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      json: { type: 'boolean', default: false },
-      seconds: { type: 'string', default: '0.5' },
-      rounds: { type: 'string', default: '3' },
-      concurrency: { type: 'string', default: '1,10,100' },
-    },
-  });
-  const seconds = Number(values.seconds);
-  const rounds = Number(values.rounds);
-  const levels = values.concurrency.split(',').map(Number);
-
+  const { json, seconds, rounds, levels } = benchArgs({ seconds: '0.5', concurrency: '1,10,100' });
   const results: Cell[] = [];
   for (const concurrency of levels) {
-    const byPool = new Map<string, Cell[]>(); // insertion order: the order of FACTORIES in round 0
-    for (let round = 0; round < rounds; round++) {
-      // Rotate the order so no pool always runs first (cold) or last (after GC pressure).
-      for (let i = 0; i < FACTORIES.length; i++) {
-        const subject = FACTORIES[(i + round) % FACTORIES.length]!();
+    results.push(
+      ...(await medianOfRounds(FACTORIES.length, rounds, async (index) => {
+        const subject = FACTORIES[index]!();
         const cell = await runCell(subject, concurrency, seconds);
         await subject.close();
-        byPool.set(cell.pool, [...(byPool.get(cell.pool) ?? []), cell]);
-      }
-    }
-    for (const cells of byPool.values()) results.push(median(cells));
+        return cell;
+      })),
+    );
   }
 
-  if (values.json) {
+  if (json) {
     const round = (cell: Cell): Cell => ({
       pool: cell.pool,
       concurrency: cell.concurrency,
