@@ -1,16 +1,9 @@
 import type { Connection } from 'mysql2';
+import { BackgroundRetries } from '../background-retries.js';
 import { isFatalMysqlError, serverErrno } from './mysql-errors.js';
 
 /** ER_NO_SUCH_THREAD: "Unknown thread id". */
 const ER_NO_SUCH_THREAD = 1094;
-
-/**
- * A `KILL CONNECTION` that could not be delivered (a network outage, a server that does not
- * answer) is tried again, backing off up to this delay between attempts...
- */
-const KILL_RETRY_MAX_DELAY_MS = 5_000;
-/** ...for this long at most: after an outage, the statement left running there is killed. */
-const KILL_RETRY_BUDGET_MS = 60_000;
 
 interface SocketLike {
   readonly destroyed: boolean;
@@ -91,8 +84,8 @@ export class ControlConnection {
   readonly #create: () => Connection;
   #current: Current | undefined;
   #closed = false;
-  /** Timers of `KILL CONNECTION`s waiting to be tried again. */
-  readonly #retries = new Set<ReturnType<typeof setTimeout>>();
+  /** `KILL CONNECTION`s waiting to be tried again. */
+  readonly #retries = new BackgroundRetries();
 
   constructor(create: () => Connection) {
     this.#create = create;
@@ -102,15 +95,18 @@ export class ControlConnection {
    * Sends `KILL QUERY <threadId>` (or `KILL CONNECTION`). Resolves `true` once the server
    * has acted on it, `false` when it could not be delivered within `timeoutMs`. A control
    * connection found dead (killed, timed out by the server) is replaced once, at once.
-   * A `KILL CONNECTION` not delivered is tried again in the background (see
-   * KILL_RETRY_BUDGET_MS) until it is, or until `close()`: its target was abandoned with a
-   * statement that may still run, and the server does not stop it when the client goes.
+   * A `KILL CONNECTION` not delivered is tried again in the background (BackgroundRetries)
+   * until it is, or until `close()`: its target was abandoned with a statement that may
+   * still run, and the server does not stop it when the client goes.
    */
   async kill(kind: 'QUERY' | 'CONNECTION', threadId: number, timeoutMs: number): Promise<boolean> {
     if (this.#closed || !Number.isSafeInteger(threadId) || threadId <= 0) return false;
     const outcome = await this.#deliver(kind, threadId, timeoutMs);
     if (outcome === 'undelivered' && kind === 'CONNECTION') {
-      this.#retryKill(threadId, timeoutMs, timeoutMs, Date.now() + KILL_RETRY_BUDGET_MS);
+      this.#retries.retry(
+        () => this.#deliver('CONNECTION', threadId, timeoutMs).then((next) => next !== 'undelivered', () => false),
+        timeoutMs,
+      );
     }
     return outcome === 'done';
   }
@@ -147,29 +143,10 @@ export class ControlConnection {
     return outcome;
   }
 
-  /** Tries `KILL CONNECTION <threadId>` again after `delayMs`, backing off, until `giveUpAt`. */
-  #retryKill(threadId: number, timeoutMs: number, delayMs: number, giveUpAt: number): void {
-    if (this.#closed || Date.now() + delayMs > giveUpAt) return;
-    const timer = setTimeout(() => {
-      this.#retries.delete(timer);
-      const next = Math.min(2 * delayMs, KILL_RETRY_MAX_DELAY_MS);
-      void this.#deliver('CONNECTION', threadId, timeoutMs).then(
-        (outcome) => {
-          if (outcome === 'undelivered') this.#retryKill(threadId, timeoutMs, next, giveUpAt);
-        },
-        () => {},
-      );
-    }, delayMs);
-    // A pending retry does not keep the process alive; close() cancels it.
-    timer.unref();
-    this.#retries.add(timer);
-  }
-
   /** Closes the control connection, if one is open. Never rejects. */
   async close(timeoutMs: number): Promise<void> {
     this.#closed = true;
-    for (const timer of this.#retries) clearTimeout(timer);
-    this.#retries.clear();
+    this.#retries.stop();
     const current = this.#current;
     this.#current = undefined;
     if (current !== undefined) await quit(current.connection, timeoutMs);

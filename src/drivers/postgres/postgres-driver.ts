@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { BackgroundRetries } from '../background-retries.js';
 import { ConnectionHealth } from '../connection-health.js';
 import { ConnectionLostError } from '../errors.js';
 import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
@@ -31,6 +32,8 @@ export class PostgresDriver implements Driver {
   readonly #config: PostgresConnectionConfig;
   /** `host:port/database`, for messages: never the password or the full URL. */
   readonly #target: string;
+  /** Cancels for orphaned statements that could not be delivered, tried again. */
+  readonly #retries = new BackgroundRetries();
 
   constructor(config: PostgresConnectionConfig) {
     this.#config = config;
@@ -67,6 +70,7 @@ export class PostgresDriver implements Driver {
       { host: client.host, port: client.port },
       cancelGraceMs ?? 2_000,
       new StatementCache(statementCacheSize ?? 100),
+      this.#retries,
     );
   }
 
@@ -75,7 +79,8 @@ export class PostgresDriver implements Driver {
   }
 
   async close(): Promise<void> {
-    // Cancel requests use short-lived sockets of their own: nothing is held here.
+    // Cancel requests use short-lived sockets of their own; only their retries are held.
+    this.#retries.stop();
   }
 }
 
@@ -102,10 +107,18 @@ class PostgresConnection implements DriverConnection {
   readonly #endpoint: PostgresEndpoint;
   readonly #cancelGraceMs: number;
   readonly #statements: StatementCache;
-  readonly #health = new ConnectionHealth(() => this.#cancelOnServer());
+  readonly #health = new ConnectionHealth(() => this.#cancelOrphan());
+  readonly #retries: BackgroundRetries;
 
-  constructor(client: pg.Client, endpoint: PostgresEndpoint, cancelGraceMs: number, statements: StatementCache) {
+  constructor(
+    client: pg.Client,
+    endpoint: PostgresEndpoint,
+    cancelGraceMs: number,
+    statements: StatementCache,
+    retries: BackgroundRetries,
+  ) {
     this.#client = client;
+    this.#retries = retries;
     this.#endpoint = endpoint;
     this.#cancelGraceMs = cancelGraceMs;
     this.#statements = statements;
@@ -199,6 +212,17 @@ class PostgresConnection implements DriverConnection {
       this.#health.markBroken(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
     }
     throw signal.reason;
+  }
+
+  /**
+   * Cancels the statement of a connection lost (or closed) while it ran: the backend would
+   * run it to its end, not noticing its client is gone. Tried again until the network lets
+   * the cancel through.
+   */
+  #cancelOrphan(): void {
+    void this.#cancelOnServer().then((delivered) => {
+      if (!delivered) this.#retries.retry(() => this.#cancelOnServer(), this.#cancelGraceMs);
+    });
   }
 
   /** Sends a CancelRequest for whatever this connection's backend is running. Never rejects. */
