@@ -70,7 +70,7 @@ export interface ConnectOptions {
 /** A database backend: how to open connections and how to read its errors. */
 export interface Driver {
   /** Which SQL dialect the server speaks. */
-  readonly dialect: 'postgres' | 'mysql';
+  readonly dialect: 'postgres' | 'mysql' | 'sqlite';
   /** Opens a connection. Rejects with a `SluiceError`; `error.permanent` marks hopeless ones. */
   connect(options: ConnectOptions): Promise<DriverConnection>;
   /** Whether an error from `run` leaves its connection unusable. */

@@ -6,6 +6,8 @@ export interface DatabaseErrorDetails {
   readonly sqlState?: string | undefined;
   /** MySQL's numeric error code (`errno`). */
   readonly errno?: number | undefined;
+  /** The driver's own error code where it has no SQLSTATE (SQLite: `SQLITE_CONSTRAINT_UNIQUE`). */
+  readonly driverCode?: string | undefined;
   /** The driver's error, untouched. */
   readonly cause: unknown;
 }
@@ -18,6 +20,8 @@ export interface DatabaseErrorDetails {
 export class DatabaseError extends SluiceError {
   readonly sqlState: string | undefined;
   readonly errno: number | undefined;
+  /** The driver's own error code (SQLite's extended result code name, e.g. `SQLITE_BUSY`). */
+  readonly driverCode: string | undefined;
   /** True when running the same transaction again may well succeed (deadlocks, serialization failures). */
   readonly retryable: boolean;
 
@@ -25,6 +29,7 @@ export class DatabaseError extends SluiceError {
     super(code, message, { cause: details.cause });
     this.sqlState = details.sqlState;
     this.errno = details.errno;
+    this.driverCode = details.driverCode;
     this.retryable = retryable;
   }
 }
@@ -72,7 +77,8 @@ export class QueryTimeoutError extends SluiceError {
 
 /**
  * Connecting failed. `code` is `AUTH_FAILED` (wrong user or password), `UNKNOWN_DATABASE`,
- * both `permanent` (retrying cannot help, so the pool fails waiters at once), or
+ * `CANNOT_OPEN` (SQLite: a missing directory, no permission, a file that is not a
+ * database), all `permanent` (retrying cannot help, so the pool fails waiters at once), or
  * `CONNECTION_FAILED` (refused, unreachable, reset: transient, retried with backoff).
  */
 export class ConnectionError extends SluiceError {
@@ -80,12 +86,18 @@ export class ConnectionError extends SluiceError {
   readonly permanent: boolean;
   readonly sqlState: string | undefined;
   readonly errno: number | undefined;
+  readonly driverCode: string | undefined;
 
-  constructor(code: 'AUTH_FAILED' | 'UNKNOWN_DATABASE' | 'CONNECTION_FAILED', message: string, details: DatabaseErrorDetails) {
+  constructor(
+    code: 'AUTH_FAILED' | 'UNKNOWN_DATABASE' | 'CANNOT_OPEN' | 'CONNECTION_FAILED',
+    message: string,
+    details: DatabaseErrorDetails,
+  ) {
     super(code, message, { cause: details.cause });
     this.permanent = code !== 'CONNECTION_FAILED';
     this.sqlState = details.sqlState;
     this.errno = details.errno;
+    this.driverCode = details.driverCode;
   }
 }
 

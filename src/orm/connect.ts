@@ -4,16 +4,36 @@ import type { Driver, DriverConnection } from '../drivers/driver.js';
 import { createPool, type Pool, type PoolOptions, type PoolStats } from '../pool/index.js';
 import { checkMilliseconds } from '../pool/options.js';
 import { type DeadlineOptions, withDeadline, withoutDeadline } from './deadline-scope.js';
+import { checkSqliteTransaction } from './kysely-driver.js';
 import { SluiceDialect } from './sluice-dialect.js';
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { resolve as resolvePath } from 'node:path';
 
 /** Pool settings `connect` passes on; the connection lifecycle hooks are sluice's own. */
 export type ConnectPoolOptions = Partial<
   Omit<PoolOptions<DriverConnection>, 'create' | 'destroy' | 'validate' | 'isFatalError' | 'isPermanentCreateError'>
 >;
 
+/** Settings for SQLite (`sqlite:` URLs). */
+export interface SqliteConnectOptions {
+  /**
+   * How long a writer waits for the write lock (held by another transaction of this pool,
+   * or by another process) before failing with `BUSY`, which is `retryable`. Default 5 s:
+   * rides out ordinary transactions, still reports a lock that is stuck.
+   */
+  readonly busyTimeoutMs?: number;
+  /** Integers read back as `bigint` (exact beyond 2^53) instead of `number`. Default false. */
+  readonly bigints?: boolean;
+  /** Prepared statements kept per worker, least recently used out. Default 100. */
+  readonly statementCacheSize?: number;
+}
+
 export interface ConnectOptions {
-  /** Pool settings. `max` defaults to 10. */
+  /**
+   * Pool settings. `max` defaults to 10; for SQLite it is the number of worker threads,
+   * default 4 (one writes at a time, the others read beside it), and a `:memory:`
+   * database is always served by a single worker.
+   */
   readonly pool?: ConnectPoolOptions;
   /** The deadline of a statement run outside any `withDeadline` scope, in ms. Default: none. */
   readonly statementTimeoutMs?: number;
@@ -24,6 +44,8 @@ export interface ConnectOptions {
    * statement before closing the connection instead. Default 2 s.
    */
   readonly cancelGraceMs?: number;
+  /** SQLite settings (ignored by the other databases). */
+  readonly sqlite?: SqliteConnectOptions;
 }
 
 export interface TransactionOptions extends DeadlineOptions {
@@ -48,15 +70,40 @@ export interface Database<DB> {
   close(): Promise<void>;
 }
 
-/** The transaction in progress in this async context, for nesting with savepoints. */
+/**
+ * The transactions in progress in this async context, innermost first, for nesting with
+ * savepoints. A chain, not one entry: work inside a transaction of one database may open a
+ * transaction of another, and a nested call must find its own database's.
+ */
 interface OpenTransaction {
-  /** A `Transaction<DB>` of the database that opened it. */
+  /** The Kysely instance of the database that opened it. */
+  readonly db: object;
+  /** A `Transaction<DB>` of that database. */
   readonly trx: unknown;
   readonly depth: number;
+  readonly outer: OpenTransaction | undefined;
 }
-const openTransaction = new AsyncLocalStorage<OpenTransaction>();
+const openTransactions = new AsyncLocalStorage<OpenTransaction>();
 
-async function loadDriver(url: URL, options: ConnectOptions): Promise<Driver> {
+/** The innermost open transaction of `db` in this async context. */
+function openTransactionOf(db: object): OpenTransaction | undefined {
+  for (let open = openTransactions.getStore(); open !== undefined; open = open.outer) {
+    if (open.db === db) return open;
+  }
+  return undefined;
+}
+
+/** Where `connect` goes: a server URL, or a SQLite file. */
+type Target =
+  | { readonly dialect: 'postgres' | 'mysql'; readonly url: URL }
+  | { readonly dialect: 'sqlite'; readonly path: string };
+
+async function loadDriver(target: Target, options: ConnectOptions): Promise<Driver> {
+  if (target.dialect === 'sqlite') {
+    const { SqliteDriver } = await import('../drivers/sqlite/sqlite-driver.js');
+    return new SqliteDriver({ path: target.path, ...options.sqlite });
+  }
+  const url = target.url;
   const shared = {
     ...(options.tls !== undefined ? { ssl: options.tls as never } : {}),
     ...(options.cancelGraceMs !== undefined ? { cancelGraceMs: options.cancelGraceMs } : {}),
@@ -69,7 +116,7 @@ async function loadDriver(url: URL, options: ConnectOptions): Promise<Driver> {
   return new MysqlDriver({ uri: url.toString(), ...shared });
 }
 
-/** A driver loaded on first connect, so that `pg` or `mysql2` is only required when used. */
+/** A driver loaded on first connect, so that `pg`, `mysql2` or `better-sqlite3` is only required when used. */
 function lazyDriver(dialect: Driver['dialect'], load: () => Promise<Driver>): Driver {
   let loaded: Promise<Driver> | undefined;
   let driver: Driver | undefined;
@@ -86,30 +133,78 @@ function lazyDriver(dialect: Driver['dialect'], load: () => Promise<Driver>): Dr
   };
 }
 
-/**
- * Connects to PostgreSQL (`postgres://`, `postgresql://`) or MySQL/MariaDB (`mysql://`).
- * Connections open lazily, on the first query.
- */
-export function connect<DB>(url: string, options: ConnectOptions = {}): Database<DB> {
+const PROTOCOLS = 'postgres://, postgresql://, mysql:// or sqlite: (sqlite:./app.db, sqlite:/abs/app.db, sqlite::memory:)';
+
+function parseTarget(url: string): Target {
+  if (typeof url === 'string' && /^sqlite:/i.test(url)) return { dialect: 'sqlite', path: sqlitePath(url) };
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     // Never echo the text: it may hold a password.
-    throw new InvalidOptionError('url', 'not a valid URL (expected e.g. postgres://user@host:5432/database).');
+    throw new InvalidOptionError('url', `not a valid URL (expected ${PROTOCOLS}).`);
   }
-  const dialect = parsed.protocol === 'mysql:' ? 'mysql' : 'postgres';
   if (!['postgres:', 'postgresql:', 'mysql:'].includes(parsed.protocol)) {
-    throw new InvalidOptionError('url', `unsupported protocol ${parsed.protocol}: expected postgres://, postgresql:// or mysql://.`);
+    throw new InvalidOptionError('url', `unsupported protocol ${parsed.protocol}: expected ${PROTOCOLS}.`);
   }
+  return { dialect: parsed.protocol === 'mysql:' ? 'mysql' : 'postgres', url: parsed };
+}
+
+/**
+ * The file a `sqlite:` URL names, made absolute against the working directory, or
+ * `:memory:`: `sqlite:./app.db`, `sqlite:app.db`, `sqlite:/abs/app.db`, `sqlite::memory:`,
+ * and the same with `//` after the colon (`sqlite:///abs/app.db`, `sqlite://./app.db`).
+ * The path is taken as written (no percent-decoding).
+ */
+function sqlitePath(url: string): string {
+  let path = url.slice('sqlite:'.length);
+  if (path.startsWith('//')) path = path.slice(2);
+  if (path === '') {
+    throw new InvalidOptionError('url', 'a sqlite: URL needs a file path or :memory: (sqlite:./app.db, sqlite::memory:).');
+  }
+  if (/[?#]/.test(path)) {
+    throw new InvalidOptionError('url', 'a sqlite: URL takes no ?query or #fragment: pass settings in the sqlite option.');
+  }
+  return path === ':memory:' ? path : resolvePath(path);
+}
+
+/** The pool defaults for SQLite, and its limits. */
+function sqlitePoolOptions(path: string, pool: ConnectPoolOptions | undefined): ConnectPoolOptions {
+  if (path !== ':memory:') {
+    // Each worker is a thread with its own heap and page cache, and only one writes at a
+    // time: beyond a few, more workers add memory, not throughput.
+    return { max: 4, ...pool };
+  }
+  // One worker holds the whole database: a second would open its own, empty, one; and a
+  // worker retired for idleness or age would take the data with it.
+  if (pool?.max !== undefined && pool.max !== 1) {
+    throw new InvalidOptionError(
+      'pool.max',
+      'a sqlite::memory: database lives in a single worker (a second one would see its own empty database): leave max out, or set it to 1.',
+    );
+  }
+  return { idleTimeoutMs: 0, maxLifetimeMs: 0, ...pool, max: 1 };
+}
+
+/**
+ * Connects to PostgreSQL (`postgres://`, `postgresql://`), MySQL/MariaDB (`mysql://`) or
+ * SQLite (`sqlite:./app.db`, `sqlite::memory:`). Connections open lazily, on the first query.
+ */
+export function connect<DB>(url: string, options: ConnectOptions = {}): Database<DB> {
+  const target = parseTarget(url);
+  const dialect = target.dialect;
+  if (target.dialect === 'sqlite') {
+    checkMilliseconds('sqlite.busyTimeoutMs', options.sqlite?.busyTimeoutMs, 0);
+  }
+  const poolOptions = target.dialect === 'sqlite' ? sqlitePoolOptions(target.path, options.pool) : options.pool;
   const statementTimeoutMs = checkMilliseconds('statementTimeoutMs', options.statementTimeoutMs, Infinity, {
     allowInfinity: true,
   });
   checkMilliseconds('cancelGraceMs', options.cancelGraceMs, 0, { least: 1 });
-  const driver = lazyDriver(dialect, () => loadDriver(parsed, options));
+  const driver = lazyDriver(dialect, () => loadDriver(target, options));
   const pool: Pool<DriverConnection> = createPool<DriverConnection>({
     max: 10,
-    ...options.pool,
+    ...poolOptions,
     create: async ({ signal }) => {
       const connection = await driver.connect({ signal });
       connection.onBroken((error) => pool.evict(connection, error));
@@ -125,12 +220,16 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
   const db = new Kysely<DB>({ dialect: new SluiceDialect(pool, driver, statementTimeoutMs) });
 
   const transaction = async <T>(work: (trx: Transaction<DB>) => Promise<T>, txOptions: TransactionOptions = {}): Promise<T> => {
-    const open = openTransaction.getStore();
+    const open = openTransactionOf(db);
     return withDeadline(txOptions, async () => {
       if (open !== undefined) return savepoint(open, work);
+      // Refused before a connection is taken.
+      if (dialect === 'sqlite') checkSqliteTransaction({ ...(txOptions.isolation !== undefined ? { isolationLevel: txOptions.isolation } : {}) });
       let builder = db.transaction();
       if (txOptions.isolation !== undefined) builder = builder.setIsolationLevel(txOptions.isolation);
-      return builder.execute((trx) => openTransaction.run({ trx, depth: 0 }, () => work(trx)));
+      return builder.execute((trx) =>
+        openTransactions.run({ db, trx, depth: 0, outer: openTransactions.getStore() }, () => work(trx)),
+      );
     });
   };
 
@@ -153,7 +252,10 @@ async function savepoint<DB, T>(open: OpenTransaction, work: (trx: Transaction<D
   const name = sql.raw(`sluice_savepoint_${open.depth + 1}`);
   await sql`SAVEPOINT ${name}`.execute(trx);
   try {
-    const result = await openTransaction.run({ trx, depth: open.depth + 1 }, () => work(trx));
+    const result = await openTransactions.run(
+      { db: open.db, trx, depth: open.depth + 1, outer: openTransactions.getStore() },
+      () => work(trx),
+    );
     await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
     return result;
   } catch (error) {

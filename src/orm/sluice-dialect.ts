@@ -11,6 +11,9 @@ import {
   PostgresIntrospector,
   PostgresQueryCompiler,
   type QueryCompiler,
+  SqliteAdapter,
+  SqliteIntrospector,
+  SqliteQueryCompiler,
 } from 'kysely';
 import type { Driver, DriverConnection } from '../drivers/driver.js';
 import type { Pool } from '../pool/index.js';
@@ -18,7 +21,7 @@ import { PoolKyselyDriver } from './kysely-driver.js';
 
 /**
  * A Kysely dialect whose connections come from a sluice pool: SQL is compiled by Kysely's
- * own PostgreSQL or MySQL compiler, and every query gets sluice's deadlines.
+ * own PostgreSQL, MySQL or SQLite compiler, and every query gets sluice's deadlines.
  */
 export class SluiceDialect implements Dialect {
   readonly #pool: Pool<DriverConnection>;
@@ -37,16 +40,37 @@ export class SluiceDialect implements Dialect {
   }
 
   createQueryCompiler(): QueryCompiler {
-    return this.#driver.dialect === 'mysql' ? new MysqlQueryCompiler() : new PostgresQueryCompiler();
+    switch (this.#driver.dialect) {
+      case 'mysql':
+        return new MysqlQueryCompiler();
+      case 'sqlite':
+        return new SqliteQueryCompiler();
+      default:
+        return new PostgresQueryCompiler();
+    }
   }
 
   createAdapter(): DialectAdapter {
-    return this.#driver.dialect === 'mysql' ? new MysqlAdapter() : new PostgresAdapter();
+    switch (this.#driver.dialect) {
+      case 'mysql':
+        return new MysqlAdapter();
+      case 'sqlite':
+        return new SqliteAdapter();
+      default:
+        return new PostgresAdapter();
+    }
   }
 
   // Kysely's own signature takes Kysely<any>.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   createIntrospector(db: Kysely<any>): DatabaseIntrospector {
-    return this.#driver.dialect === 'mysql' ? new MysqlIntrospector(db) : new PostgresIntrospector(db);
+    switch (this.#driver.dialect) {
+      case 'mysql':
+        return new MysqlIntrospector(db);
+      case 'sqlite':
+        return new SqliteIntrospector(db);
+      default:
+        return new PostgresIntrospector(db);
+    }
   }
 }
