@@ -16,12 +16,24 @@ export interface StatementResult<Row> {
   readonly insertId: bigint | undefined;
 }
 
+/**
+ * What a driver reads of a statement's signal. Every `AbortSignal` is one; sluice's own
+ * deadlines pass a lighter object (see `DeadlineSignal`). A listener is added with
+ * `{ once: true }` or removed after use, and never relies on the event object.
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: 'abort', listener: () => void, options?: { readonly once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
 export interface RunOptions {
   /**
    * Aborting it cancels the statement on the server; the call rejects with
    * `signal.reason` once the server has let go of it.
    */
-  readonly signal?: AbortSignal | undefined;
+  readonly signal?: CancelSignal | undefined;
 }
 
 export interface StreamOptions extends RunOptions {

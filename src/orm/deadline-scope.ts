@@ -1,6 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { checkMilliseconds } from '../pool/options.js';
+import type { CancelSignal } from '../drivers/driver.js';
 import { QueryTimeoutError } from '../drivers/errors.js';
+import { DeadlineSignal } from './deadline-signal.js';
 
 /** One deadline for everything a piece of work does: a timeout, a signal, or both. */
 export interface DeadlineOptions {
@@ -62,7 +64,7 @@ export function withoutDeadline<T>(work: () => T): T {
  * `dispose()` stops its timer once the statement settles.
  */
 export interface StatementSignal {
-  readonly signal: AbortSignal | undefined;
+  readonly signal: CancelSignal | undefined;
   /** Milliseconds left before the deadline; `Infinity` for none. */
   readonly remainingMs: number;
   dispose(): void;
@@ -75,20 +77,20 @@ export function statementSignal(deadline: Deadline | undefined, callSignal?: Abo
   const outer = anySignal(deadline?.signal, callSignal);
   const remainingMs = deadline === undefined ? Infinity : deadline.at - performance.now();
   if (remainingMs === Infinity) return { signal: outer, remainingMs, dispose: () => {} };
-  if (remainingMs <= 0) return { signal: AbortSignal.abort(new QueryTimeoutError(deadline!.timeoutMs)), remainingMs: 0, dispose: () => {} };
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(new QueryTimeoutError(deadline!.timeoutMs)), Math.ceil(remainingMs));
-  const onOuterAbort = (): void => controller.abort(outer!.reason);
-  if (outer !== undefined) {
-    if (outer.aborted) controller.abort(outer.reason);
-    else outer.addEventListener('abort', onOuterAbort, { once: true });
-  }
+  const timeout = (): QueryTimeoutError => new QueryTimeoutError(deadline!.timeoutMs);
+  if (remainingMs <= 0) return { signal: DeadlineSignal.aborted(timeout()), remainingMs: 0, dispose: () => {} };
+  const signal = new DeadlineSignal();
+  const timer = setTimeout(() => signal.abort(timeout()), Math.ceil(remainingMs));
+  if (outer === undefined) return { signal, remainingMs, dispose: () => clearTimeout(timer) };
+  const onOuterAbort = (): void => signal.abort(outer.reason);
+  if (outer.aborted) signal.abort(outer.reason);
+  else outer.addEventListener('abort', onOuterAbort, { once: true });
   return {
-    signal: controller.signal,
+    signal,
     remainingMs,
     dispose: () => {
       clearTimeout(timer);
-      outer?.removeEventListener('abort', onOuterAbort);
+      outer.removeEventListener('abort', onOuterAbort);
     },
   };
 }

@@ -5,7 +5,7 @@ import {
   type QueryResult,
   type TransactionSettings,
 } from 'kysely';
-import type { Driver, DriverConnection, StatementResult } from '../drivers/driver.js';
+import type { CancelSignal, Driver, DriverConnection, StatementResult } from '../drivers/driver.js';
 import { InvalidOptionError, SluiceError } from '../errors.js';
 import { type Lease, type Pool, PoolCreateError } from '../pool/index.js';
 import { currentDeadline, type Deadline, statementSignal, withoutDeadline } from './deadline-scope.js';
@@ -54,7 +54,7 @@ class PooledConnection implements DatabaseConnection {
   }
 
   /** Settles with `running`, or rejects with the signal's reason as soon as it aborts. */
-  #untilAborted<T>(running: Promise<T>, signal: AbortSignal): Promise<T> {
+  #untilAborted<T>(running: Promise<T>, signal: CancelSignal): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const onAbort = (): void => {
         // The driver is cancelling the statement on the server; the connection is not

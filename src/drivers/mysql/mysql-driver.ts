@@ -3,7 +3,7 @@ import type { Connection, ConnectionOptions, ExecuteValues, QueryError, ResultSe
 import { describeError, InvalidOptionError } from '../../errors.js';
 import { ConnectionHealth } from '../connection-health.js';
 import { ConnectionLostError } from '../errors.js';
-import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
+import type { CancelSignal, ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
 import { ControlConnection, destroySocket, quit } from './control-connection.js';
 import { ER, isFatalMysqlError, serverErrno, translateConnectError, translateRunError } from './mysql-errors.js';
 import { RowStream } from './mysql-stream.js';
@@ -156,7 +156,7 @@ function describeTarget(options: ConnectionOptions): string {
 }
 
 /** True when `error` is the reason of `signal`'s abort (re-read: TS narrowed `aborted` before the await). */
-function isAbortOf(signal: AbortSignal | undefined, error: unknown): boolean {
+function isAbortOf(signal: CancelSignal | undefined, error: unknown): boolean {
   return signal !== undefined && (signal.aborted as boolean) && error === signal.reason;
 }
 
@@ -350,7 +350,7 @@ class MysqlConnection implements DriverConnection {
    * server to let go (bounded by `cancelGraceMs`), makes sure the connection is clean, and
    * rejects with `signal.reason`.
    */
-  async #runCancellable(running: Promise<Outcome>, signal: AbortSignal): Promise<Outcome> {
+  async #runCancellable(running: Promise<Outcome>, signal: CancelSignal): Promise<Outcome> {
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<'aborted'>((resolve) => {
       onAbort = () => resolve('aborted');

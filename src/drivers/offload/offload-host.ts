@@ -16,7 +16,7 @@ import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { InvalidOptionError, SluiceError, describeError } from '../../errors.js';
 import { checkMilliseconds } from '../../pool/options.js';
 import { ConnectionHealth } from '../connection-health.js';
-import type { DriverConnection, RunOptions, StatementResult } from '../driver.js';
+import type { CancelSignal, DriverConnection, RunOptions, StatementResult } from '../driver.js';
 import { ConnectionError, ConnectionLostError } from '../errors.js';
 import type { BlockingErrorShape } from './blocking-driver.js';
 import type { HostRequest, WorkerReply, WorkerStart } from './protocol.js';
@@ -162,9 +162,9 @@ class Call {
   readonly kind: CallKind;
   /** Posted when the call's turn comes; undefined for `open`. */
   readonly request: HostRequest | undefined;
-  readonly signal: AbortSignal | undefined;
+  readonly signal: CancelSignal | undefined;
 
-  constructor(kind: CallKind, request: HostRequest | undefined, signal: AbortSignal | undefined) {
+  constructor(kind: CallKind, request: HostRequest | undefined, signal: CancelSignal | undefined) {
     this.kind = kind;
     this.request = request;
     this.signal = signal;
@@ -195,8 +195,8 @@ class WorkerConnection implements OffloadedConnection {
   readonly #closeGraceMs: number;
   /** A statement orphaned by a break (the thread exited, a failed reset) stops with its thread. */
   readonly #health = new ConnectionHealth(() => this.#terminate());
-  /** One listener for every signal: the event's target says which signal aborted. */
-  readonly #onAbort = (event: Event): void => this.#aborted(event.target as AbortSignal);
+  /** One listener per signal, however many pending calls share it (a deadline scope's do). */
+  readonly #abortListeners = new Map<CancelSignal, () => void>();
   /** The request the worker is serving (or the opening), and those waiting their turn. */
   #current: Call | undefined;
   readonly #queue: Call[] = [];
@@ -282,14 +282,17 @@ class WorkerConnection implements OffloadedConnection {
 
   // --- Calls ------------------------------------------------------------------------------
 
-  #submit(kind: CallKind, request: HostRequest | undefined, signal: AbortSignal | undefined): Promise<unknown> {
+  #submit(kind: CallKind, request: HostRequest | undefined, signal: CancelSignal | undefined): Promise<unknown> {
     const call = new Call(kind, request, signal);
     const promise = new Promise<unknown>((resolve, reject) => {
       call.resolve = resolve;
       call.reject = reject;
     });
-    // Added once per signal however many calls share it (a deadline scope's queries do).
-    if (signal !== undefined) signal.addEventListener('abort', this.#onAbort);
+    if (signal !== undefined && !this.#abortListeners.has(signal)) {
+      const listener = (): void => this.#aborted(signal);
+      this.#abortListeners.set(signal, listener);
+      signal.addEventListener('abort', listener, { once: true });
+    }
     if (this.#current !== undefined) this.#queue.push(call);
     else if (this.#post(call)) {
       this.#current = call;
@@ -325,10 +328,17 @@ class WorkerConnection implements OffloadedConnection {
   }
 
   /** Stops listening to `signal` unless another pending call still uses it. */
-  #unlisten(signal: AbortSignal | undefined): void {
+  #unlisten(signal: CancelSignal | undefined): void {
     if (signal === undefined || this.#current?.signal === signal) return;
     for (const queued of this.#queue) if (queued.signal === signal) return;
-    signal.removeEventListener('abort', this.#onAbort);
+    this.#stopListening(signal);
+  }
+
+  #stopListening(signal: CancelSignal): void {
+    const listener = this.#abortListeners.get(signal);
+    if (listener === undefined) return;
+    this.#abortListeners.delete(signal);
+    signal.removeEventListener('abort', listener);
   }
 
   #onReply(reply: WorkerReply): void {
@@ -395,8 +405,8 @@ class WorkerConnection implements OffloadedConnection {
   }
 
   /** A signal of a pending call aborted (its deadline passed, or its caller gave up). */
-  #aborted(signal: AbortSignal): void {
-    signal.removeEventListener('abort', this.#onAbort);
+  #aborted(signal: CancelSignal): void {
+    this.#stopListening(signal);
     const reason: unknown = signal.reason;
     const current = this.#current;
     if (current === undefined || current.signal !== signal) {
@@ -446,14 +456,14 @@ class WorkerConnection implements OffloadedConnection {
   }
 
   /** Rejects every pending call: with `reason` those on `signal`, with `error` the rest. */
-  #rejectAll(error: unknown, reason?: unknown, signal?: AbortSignal): void {
+  #rejectAll(error: unknown, reason?: unknown, signal?: CancelSignal): void {
     const current = this.#current;
     this.#current = undefined;
     this.#health.busy = false;
     const calls = this.#queue.splice(0);
     if (current !== undefined) calls.unshift(current);
     for (const call of calls) {
-      call.signal?.removeEventListener('abort', this.#onAbort);
+      if (call.signal !== undefined) this.#stopListening(call.signal);
       call.reject(signal !== undefined && call.signal === signal ? reason : error);
     }
   }

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { BackgroundRetries } from '../background-retries.js';
 import { ConnectionHealth } from '../connection-health.js';
 import { ConnectionLostError } from '../errors.js';
-import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
+import type { CancelSignal, ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
 import { sendCancelRequest, type PostgresEndpoint } from './cancel-request.js';
 import { SQLSTATE, translateConnectError, translateRunError } from './postgres-errors.js';
 import { StatementCache } from './statement-cache.js';
@@ -98,7 +98,7 @@ function destroySocket(client: pg.Client): void {
 const CLOSE_GRACE_MS = 200;
 
 /** True when `error` is the reason of `signal`'s abort (re-read: TS narrowed `aborted` before the await). */
-function isAbortOf(signal: AbortSignal | undefined, error: unknown): boolean {
+function isAbortOf(signal: CancelSignal | undefined, error: unknown): boolean {
   return signal !== undefined && (signal.aborted as boolean) && error === signal.reason;
 }
 
@@ -172,7 +172,7 @@ class PostgresConnection implements DriverConnection {
    * Waits for a statement; when `signal` aborts, cancels it on the server, waits for the
    * server to let go (bounded by `cancelGraceMs`), and rejects with `signal.reason`.
    */
-  async #runCancellable<T>(running: Promise<T>, signal: AbortSignal): Promise<T> {
+  async #runCancellable<T>(running: Promise<T>, signal: CancelSignal): Promise<T> {
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<'aborted'>((resolve) => {
       onAbort = () => resolve('aborted');
@@ -231,7 +231,7 @@ class PostgresConnection implements DriverConnection {
     return sendCancelRequest(this.#endpoint, processID, secretKey, this.#cancelGraceMs);
   }
 
-  #execute(sql: string, parameters: readonly unknown[], signal: AbortSignal | undefined, cached: boolean): Promise<pg.QueryResult> {
+  #execute(sql: string, parameters: readonly unknown[], signal: CancelSignal | undefined, cached: boolean): Promise<pg.QueryResult> {
     const running = this.#client.query({ text: sql, values: parameters as unknown[], ...(cached ? this.#prepared(sql) : {}) });
     return signal === undefined ? running : this.#runCancellable(running, signal);
   }

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { isAbsolute } from 'node:path';
 import type { ResourceLimits } from 'node:worker_threads';
 import { InvalidOptionError } from '../../errors.js';
-import type { ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
+import type { CancelSignal, ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
 import { ConnectionError } from '../errors.js';
 import { type OffloadedConnection, startOffloadedConnection } from '../offload/offload-host.js';
 import type { SqliteConfig } from './sqlite-connection.js';
@@ -211,7 +211,7 @@ class SqliteConnection implements DriverConnection {
     }
   }
 
-  async #takeLock(signal: AbortSignal | undefined): Promise<void> {
+  async #takeLock(signal: CancelSignal | undefined): Promise<void> {
     await this.#lock.acquire(signal, this.#busyTimeoutMs, () =>
       busyError(
         `SQLite database ${this.#target}: waited ${this.#busyTimeoutMs} ms (busyTimeoutMs) for its turn at the write lock, ` +

@@ -1,3 +1,4 @@
+import type { CancelSignal } from '../driver.js';
 /**
  * SQLite lets one connection write at a time. Left to itself, a second writer spins on
  * SQLITE_BUSY (sleeping and retrying inside its worker until the busy timeout), which under
@@ -39,7 +40,7 @@ export class WriterLock {
    * aborts first, or with `onTimeout()` after `timeoutMs`; either way the caller leaves the
    * queue at once and never gets the lock.
    */
-  acquire(signal: AbortSignal | undefined, timeoutMs: number, onTimeout: () => unknown): Promise<void> {
+  acquire(signal: CancelSignal | undefined, timeoutMs: number, onTimeout: () => unknown): Promise<void> {
     if (signal?.aborted === true) return Promise.reject(signal.reason);
     if (this.tryAcquire()) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
