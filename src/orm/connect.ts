@@ -24,8 +24,6 @@ export interface SqliteConnectOptions {
   readonly busyTimeoutMs?: number;
   /** Integers read back as `bigint` (exact beyond 2^53) instead of `number`. Default false. */
   readonly bigints?: boolean;
-  /** Prepared statements kept per worker, least recently used out. Default 100. */
-  readonly statementCacheSize?: number;
 }
 
 export interface ConnectOptions {
@@ -44,6 +42,12 @@ export interface ConnectOptions {
    * statement before closing the connection instead. Default 2 s.
    */
   readonly cancelGraceMs?: number;
+  /**
+   * Prepared statements kept per connection (SQLite: per worker), least recently used out
+   * and closed on the server. 0 turns the cache off (MySQL then sends every statement as
+   * text). Default 100.
+   */
+  readonly statementCacheSize?: number;
   /** SQLite settings (ignored by the other databases). */
   readonly sqlite?: SqliteConnectOptions;
 }
@@ -101,12 +105,17 @@ type Target =
 async function loadDriver(target: Target, options: ConnectOptions): Promise<Driver> {
   if (target.dialect === 'sqlite') {
     const { SqliteDriver } = await import('../drivers/sqlite/sqlite-driver.js');
-    return new SqliteDriver({ path: target.path, ...options.sqlite });
+    return new SqliteDriver({
+      path: target.path,
+      ...(options.statementCacheSize !== undefined ? { statementCacheSize: options.statementCacheSize } : {}),
+      ...options.sqlite,
+    });
   }
   const url = target.url;
   const shared = {
     ...(options.tls !== undefined ? { ssl: options.tls as never } : {}),
     ...(options.cancelGraceMs !== undefined ? { cancelGraceMs: options.cancelGraceMs } : {}),
+    ...(options.statementCacheSize !== undefined ? { statementCacheSize: options.statementCacheSize } : {}),
   };
   if (url.protocol === 'postgres:' || url.protocol === 'postgresql:') {
     const { PostgresDriver } = await import('../drivers/postgres/postgres-driver.js');
@@ -201,6 +210,10 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     allowInfinity: true,
   });
   checkMilliseconds('cancelGraceMs', options.cancelGraceMs, 0, { least: 1 });
+  const { statementCacheSize } = options;
+  if (statementCacheSize !== undefined && !(Number.isSafeInteger(statementCacheSize) && statementCacheSize >= 0)) {
+    throw new InvalidOptionError('statementCacheSize', 'must be a whole number, 0 or more.');
+  }
   const driver = lazyDriver(dialect, () => loadDriver(target, options));
   const pool: Pool<DriverConnection> = createPool<DriverConnection>({
     max: 10,

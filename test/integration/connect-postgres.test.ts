@@ -130,6 +130,27 @@ describe.skipIf(url === '')('connect() over PostgreSQL (real server)', () => {
     await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
   });
 
+  test('statementCacheSize reaches the driver: 0 prepares nothing; a bad size is refused at connect()', async () => {
+    const prepared = async (database: ReturnType<typeof connect<DB>>): Promise<number> => {
+      const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_prepared_statements`.execute(database.db);
+      return rows[0]!.n;
+    };
+    const uncached = connect<DB>(url, { pool: { max: 1 }, statementCacheSize: 0 });
+    const cached = connect<DB>(url, { pool: { max: 1 } });
+    try {
+      for (const database of [uncached, cached]) {
+        await database.db.selectFrom('sluice_connect_person').select('id').where('id', '=', 1).execute();
+      }
+      // The counting statement itself is prepared on the cached connection.
+      expect(await prepared(uncached)).toBe(0);
+      expect(await prepared(cached)).toBe(2);
+    } finally {
+      await uncached.close();
+      await cached.close();
+    }
+    expect(() => connect(url, { statementCacheSize: -1 })).toThrow(/statementCacheSize/);
+  });
+
   test('close() closes the pool even when Kysely itself was never used', async () => {
     const direct = connect<DB>(url, { pool: { max: 1 } });
     await direct.pool.use((connection) => connection.run('SELECT 1', []));

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { BackgroundRetries } from '../background-retries.js';
 import { ConnectionHealth } from '../connection-health.js';
+import { InvalidOptionError } from '../../errors.js';
 import { ConnectionLostError } from '../errors.js';
 import type { CancelSignal, ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
 import { sendCancelRequest, type PostgresEndpoint } from './cancel-request.js';
@@ -36,6 +37,10 @@ export class PostgresDriver implements Driver {
   readonly #retries = new BackgroundRetries();
 
   constructor(config: PostgresConnectionConfig) {
+    const { statementCacheSize } = config;
+    if (statementCacheSize !== undefined && !(Number.isSafeInteger(statementCacheSize) && statementCacheSize >= 0)) {
+      throw new InvalidOptionError('statementCacheSize', 'must be a whole number, 0 or more');
+    }
     this.#config = config;
     const probe = new pg.Client(config);
     this.#target = `${probe.host}:${probe.port}/${probe.database ?? ''}`;
