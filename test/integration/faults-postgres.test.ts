@@ -113,6 +113,34 @@ describe.skipIf(url === '')('faults between sluice and a real PostgreSQL', () =>
     expect(database.stats().idle).toBeGreaterThan(0);
   });
 
+  test('a cancel that cannot reach the server is tried again until it does', async () => {
+    const marker = `sluice_outage_${process.pid}_${Date.now()}`;
+    try {
+      const proxy = await faults.startProxy();
+      const cancelGraceMs = 300;
+      const database = faults.open(faults.viaProxy(proxy), 2, undefined, cancelGraceMs);
+      const caller = database
+        .withDeadline({ timeoutMs: 500 }, () => sql`SELECT pg_sleep(30)${marked(marker)}`.execute(database.db))
+        .catch((error: unknown) => error);
+      expect(await eventually(async () => (await backendsRunning(marker)).length === 1)).toBe(true);
+      // The statement's own connection still works, but no new connection gets through:
+      // every CancelRequest (a connection of its own) is refused.
+      proxy.setMode('refuse');
+      expect(await caller).toBeInstanceOf(QueryTimeoutError);
+      // The connection is given up after cancelGraceMs; the statement sleeps on, for the
+      // backend does not read from its client while it runs.
+      expect(await eventually(() => database.stats().size === 0)).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 3 * cancelGraceMs));
+      expect(await backendsRunning(marker)).toHaveLength(1);
+      proxy.setMode('pass');
+      // Once connections get through again, the cancel tried again stops the statement,
+      // well before its 30 s are up.
+      expect(await eventually(async () => (await backendsRunning(marker)).length === 0, 10_000)).toBe(true);
+    } finally {
+      await postgres.killRunning(marker);
+    }
+  });
+
   test('a connection dropped while idle is evicted: the next query succeeds and nothing crashes the process', async () => {
     await faults.droppedWhileIdle();
   });
