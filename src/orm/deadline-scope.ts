@@ -29,7 +29,7 @@ export function currentDeadline(): Deadline | undefined {
 }
 
 /** Combines two optional signals into one that aborts with whichever aborts first. */
-function anySignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
+export function anySignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
   if (a === undefined) return b;
   if (b === undefined || a === b) return a;
   return AbortSignal.any([a, b]);

@@ -8,15 +8,17 @@ import {
 import type { CancelSignal, Driver, DriverConnection, StatementResult } from '../drivers/driver.js';
 import { InvalidOptionError, SluiceError } from '../errors.js';
 import { type Lease, type Pool, PoolCreateError } from '../pool/index.js';
-import { currentDeadline, type Deadline, statementSignal, withoutDeadline } from './deadline-scope.js';
+import { anySignal, currentDeadline, type Deadline, statementSignal, withoutDeadline } from './deadline-scope.js';
 
 /** The deadline for a statement: the scope's, else the default statement timeout, else none. */
 export type DeadlineSource = () => Deadline | undefined;
 
-/** Options Kysely 0.29 passes to `executeQuery` (0.28 passes none). */
-interface ExecuteOptions {
+/** Options Kysely 0.29 passes to `acquireConnection`, `executeQuery` and `streamQuery` (0.28 passes none). */
+interface CallOptions {
   readonly signal?: AbortSignal;
 }
+
+const EMPTY_RESULT: QueryResult<never> = { rows: [] };
 
 /**
  * One pooled connection as Kysely sees it. Every statement gets the deadline in force
@@ -25,51 +27,99 @@ interface ExecuteOptions {
  *
  * The caller does not wait for the cancellation: a driver settles only once the server has
  * let go of the statement (bounded by its `cancelGraceMs`), which on a stalled network is
- * the whole grace period. The statement rejects at the deadline; the connection stays
- * checked out, `settling`, until the driver knows its state, and only then goes back to
- * the pool (or is destroyed).
+ * the whole grace period. The statement rejects at the deadline; the connection is
+ * `settling` until the driver knows its state, and only then runs another statement, or
+ * goes back to the pool (or is destroyed).
  */
 class PooledConnection implements DatabaseConnection {
   readonly lease: Lease<DriverConnection>;
   readonly #deadline: DeadlineSource;
-  /** Set while a statement given up on is still being cancelled; settles when it is done. */
-  settling: Promise<void> | undefined;
+  #settling: Promise<void> | undefined;
+  /** Set once the lease is on its way back to the pool. */
+  givenBack = false;
 
   constructor(lease: Lease<DriverConnection>, deadline: DeadlineSource) {
     this.lease = lease;
     this.#deadline = deadline;
   }
 
-  async executeQuery<R>(compiledQuery: CompiledQuery, options?: ExecuteOptions): Promise<QueryResult<R>> {
-    // A statement after one given up on (a ROLLBACK TO SAVEPOINT) runs once the server let go.
-    if (this.settling !== undefined) await this.settling;
+  /** Pending while a statement given up on is still being cancelled (or a cursor closed). */
+  get settling(): Promise<void> | undefined {
+    return this.#settling;
+  }
+
+  /** Adds `work` to what must finish before the connection is used again; cleared when done. */
+  #settleAfter(work: Promise<unknown>): void {
+    const settling = Promise.all([this.#settling, work]).then(noop, noop);
+    this.#settling = settling;
+    void settling.then(() => {
+      if (this.#settling === settling) this.#settling = undefined;
+    });
+  }
+
+  /** Waits until the connection has settled, unless `signal` aborts first. */
+  async #settled(signal: CancelSignal | undefined): Promise<void> {
+    const settling = this.#settling;
+    if (settling === undefined) return;
+    if (signal === undefined) return settling;
+    if (signal.aborted) throw signal.reason;
+    let onAbort: (() => void) | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+        void settling.then(resolve);
+      });
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
+  }
+
+  async executeQuery<R>(compiledQuery: CompiledQuery, options?: CallOptions): Promise<QueryResult<R>> {
     const statement = statementSignal(this.#deadline(), options?.signal);
     try {
+      // A statement after one given up on (a ROLLBACK TO SAVEPOINT) runs once the server let go.
+      if (this.#settling !== undefined) await this.#settled(statement.signal);
       const running = this.lease.resource.run<R>(compiledQuery.sql, compiledQuery.parameters, { signal: statement.signal });
-      const result = statement.signal === undefined ? await running : await this.#untilAborted(running, statement.signal);
-      return toQueryResult(result);
+      if (statement.signal === undefined) return toQueryResult(await running);
+      const outcome = await this.#untilAborted(running, statement.signal);
+      if (outcome.aborted) {
+        // Kysely 0.29 has already answered its caller for an abort of its own signal, and
+        // reports a late rejection as a failure in the background: end quietly.
+        if (options?.signal?.aborted === true && outcome.reason === options.signal.reason) return EMPTY_RESULT;
+        throw outcome.reason;
+      }
+      return toQueryResult(outcome.result);
     } finally {
       statement.dispose();
     }
   }
 
-  /** Settles with `running`, or rejects with the signal's reason as soon as it aborts. */
-  #untilAborted<T>(running: Promise<T>, signal: CancelSignal): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  /**
+   * Settles with `running`, or as soon as `signal` aborts (then `running` becomes what the
+   * connection must settle before it is used again).
+   */
+  #untilAborted<T>(
+    running: Promise<T>,
+    signal: CancelSignal,
+  ): Promise<{ readonly aborted: false; readonly result: T } | { readonly aborted: true; readonly reason: unknown }> {
+    if (signal.aborted) {
+      // A listener added now would never be called.
+      this.#settleAfter(running);
+      return Promise.resolve({ aborted: true, reason: signal.reason });
+    }
+    return new Promise((resolve, reject) => {
       const onAbort = (): void => {
         // The driver is cancelling the statement on the server; the connection is not
         // free until it has (see releaseConnection).
-        this.settling = running.then(
-          () => {},
-          () => {},
-        );
-        reject(signal.reason);
+        this.#settleAfter(running);
+        resolve({ aborted: true, reason: signal.reason });
       };
       signal.addEventListener('abort', onAbort, { once: true });
       running.then(
         (result) => {
           signal.removeEventListener('abort', onAbort);
-          resolve(result);
+          resolve({ aborted: false, result });
         },
         (error: unknown) => {
           signal.removeEventListener('abort', onAbort);
@@ -79,19 +129,36 @@ class PooledConnection implements DatabaseConnection {
     });
   }
 
-  async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize = 100): AsyncIterableIterator<QueryResult<R>> {
+  /**
+   * Kysely 0.29's `inflightQueryAbortStrategy: 'cancel query'` asks for this. sluice has
+   * cancelled the statement on the server already, when its signal aborted.
+   */
+  async cancelQuery(): Promise<void> {}
+
+  async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize = 100, options?: CallOptions): AsyncIterableIterator<QueryResult<R>> {
     const connection = this.lease.resource;
     if (connection.stream === undefined) {
       throw new SluiceError('STREAM_UNSUPPORTED', 'This database driver cannot stream yet: use execute().');
     }
-    if (this.settling !== undefined) await this.settling;
     // One deadline for the whole stream, however many round trips it takes.
-    const statement = statementSignal(this.#deadline());
-    const chunks = connection.stream<R>(compiledQuery.sql, compiledQuery.parameters, { chunkSize, signal: statement.signal });
+    const statement = statementSignal(this.#deadline(), options?.signal);
+    let chunks: AsyncIterableIterator<R[]> | undefined;
     let finished = false;
     try {
+      if (this.#settling !== undefined) await this.#settled(statement.signal);
+      chunks = connection.stream<R>(compiledQuery.sql, compiledQuery.parameters, { chunkSize, signal: statement.signal });
       for (;;) {
-        const next = statement.signal === undefined ? await chunks.next() : await this.#untilAborted(chunks.next(), statement.signal);
+        let next: IteratorResult<R[]>;
+        if (statement.signal === undefined) next = await chunks.next();
+        else {
+          const outcome = await this.#untilAborted(chunks.next(), statement.signal);
+          if (outcome.aborted) {
+            // The driver's stream ends itself once the server let go.
+            finished = true;
+            throw outcome.reason;
+          }
+          next = outcome.result;
+        }
         if (next.done === true) {
           finished = true;
           return;
@@ -104,16 +171,13 @@ class PooledConnection implements DatabaseConnection {
     } finally {
       statement.dispose();
       // Stopped early (break): the driver closes its cursor, or kills the statement, in
-      // the background; the connection goes back to the pool once it has.
-      if (!finished && this.settling === undefined) {
-        this.settling = chunks.return?.().then(
-          () => {},
-          () => {},
-        );
-      }
+      // the background; the connection is used again, or goes back, once it has.
+      if (!finished && chunks?.return !== undefined) this.#settleAfter(chunks.return());
     }
   }
 }
+
+function noop(): void {}
 
 function toQueryResult<R>(result: StatementResult<R>): QueryResult<R> {
   if (result.affectedRows === undefined && result.insertId === undefined) return { rows: result.rows };
@@ -128,16 +192,18 @@ function toQueryResult<R>(result: StatementResult<R>): QueryResult<R> {
 async function giveBack(lease: Lease<DriverConnection>): Promise<void> {
   if (lease.released) return;
   const resource = lease.resource;
-  if (!resource.broken) {
+  let clean = !resource.broken;
+  if (clean) {
     try {
       // Drivers take deadlines only as signals, never from the scope: nothing to step out of.
       await resource.reset();
     } catch {
       // A connection that cannot be reset cannot be trusted.
+      clean = false;
     }
   }
-  if (resource.broken) lease.destroy();
-  else lease.release();
+  if (clean && !resource.broken) lease.release();
+  else lease.destroy();
 }
 
 /**
@@ -175,12 +241,14 @@ export class PoolKyselyDriver implements KyselyDriver {
 
   async init(): Promise<void> {}
 
-  async acquireConnection(): Promise<DatabaseConnection> {
+  async acquireConnection(options?: CallOptions): Promise<DatabaseConnection> {
     const deadline = currentDeadline();
     const remainingMs = deadline === undefined ? undefined : Math.max(0, deadline.at - performance.now());
+    // Kysely 0.29's `execute({ signal })` covers the wait for a connection too.
+    const signal = anySignal(deadline?.signal, options?.signal);
     try {
       const lease = await this.#pool.acquire({
-        ...(deadline?.signal !== undefined ? { signal: deadline.signal } : {}),
+        ...(signal !== undefined ? { signal } : {}),
         ...(remainingMs !== undefined && remainingMs !== Infinity ? { timeoutMs: remainingMs } : {}),
       });
       return new PooledConnection(lease, this.#deadline);
@@ -221,7 +289,8 @@ export class PoolKyselyDriver implements KyselyDriver {
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     const pooled = connection as PooledConnection;
     // The server rolls back a closed connection's transaction; a connection still settling
-    // a cancelled statement is rolled back by reset() before it goes back to the pool.
+    // a cancelled statement is rolled back by reset() once it has, before it goes back to
+    // the pool, so the caller does not wait for the server.
     if (pooled.lease.resource.broken || pooled.settling !== undefined) return;
     // After a deadline or an abort the rollback must still run: outside the deadline.
     await withoutDeadline(() => this.#run(connection, 'ROLLBACK'));
@@ -229,7 +298,8 @@ export class PoolKyselyDriver implements KyselyDriver {
 
   async releaseConnection(connection: DatabaseConnection): Promise<void> {
     const pooled = connection as PooledConnection;
-    if (pooled.lease.released) return;
+    if (pooled.givenBack || pooled.lease.released) return;
+    pooled.givenBack = true;
     if (pooled.settling !== undefined) {
       // Back to the pool once the server has let go of the cancelled statement; the caller
       // who gave up on it does not wait for that.

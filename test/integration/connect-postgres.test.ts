@@ -117,6 +117,31 @@ describe.skipIf(url === '')('connect() over PostgreSQL (real server)', () => {
     expect((await sql<{ one: number }>`SELECT 1 AS one`.execute(database.db)).rows).toEqual([{ one: 1 }]);
   });
 
+  test('inside a transaction, after a nested deadline, streams stopped early leave the connection usable', async () => {
+    const numbers = sql<{ n: number }>`(SELECT g AS n FROM generate_series(1, 100) AS g)`;
+    const firsts = await database.transaction(async (trx) => {
+      // A nested transaction past its deadline: rolled back to its savepoint, caught.
+      const timedOut = await database
+        .transaction(async (inner) => sql`SELECT pg_sleep(10)`.execute(inner), { timeoutMs: 100 })
+        .catch((error: unknown) => error);
+      expect(timedOut).toBeInstanceOf(QueryTimeoutError);
+      const seen: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        for await (const row of trx.selectFrom(numbers.as('t')).selectAll().stream(1)) {
+          seen.push(row.n);
+          break;
+        }
+      }
+      await trx.insertInto('sluice_connect_person').values({ id: 40, name: 'after streams' }).execute();
+      return seen;
+    });
+    expect(firsts).toEqual([1, 1]);
+    expect(await database.db.selectFrom('sluice_connect_person').select('name').where('id', '=', 40).execute()).toEqual([
+      { name: 'after streams' },
+    ]);
+    await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
+  });
+
   test('a deadline cancels a stream on the server', async () => {
     const slow = sql<{ n: number }>`(SELECT g AS n, pg_sleep(0.05) FROM generate_series(1, 1000) AS g)`;
     const error = await database
