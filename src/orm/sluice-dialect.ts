@@ -20,6 +20,18 @@ import type { Pool } from '../pool/index.js';
 import { PoolKyselyDriver } from './kysely-driver.js';
 
 /**
+ * Kysely's SQLite adapter, told that this SQLite has several connections: Kysely 0.29
+ * serialises connections when an adapter says it has one (true of a single
+ * better-sqlite3 handle), which would queue sluice's parallel readers behind a
+ * transaction, and deadlock a read through `db` inside one. (0.28 does not ask.)
+ */
+class SqliteWorkersAdapter extends SqliteAdapter {
+  get supportsMultipleConnections(): boolean {
+    return true;
+  }
+}
+
+/**
  * A Kysely dialect whose connections come from a sluice pool: SQL is compiled by Kysely's
  * own PostgreSQL, MySQL or SQLite compiler, and every query gets sluice's deadlines.
  */
@@ -55,7 +67,7 @@ export class SluiceDialect implements Dialect {
       case 'mysql':
         return new MysqlAdapter();
       case 'sqlite':
-        return new SqliteAdapter();
+        return new SqliteWorkersAdapter();
       default:
         return new PostgresAdapter();
     }

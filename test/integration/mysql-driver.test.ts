@@ -435,6 +435,17 @@ describe.skipIf(url === '')('MySQL driver (real server)', () => {
     await cached.close();
   });
 
+  test('a statement with more parameters than the binary protocol takes (65,535) runs as text', async () => {
+    const connection = await connect(driver);
+    const values = Array.from({ length: 70_000 }, (_, i) => i);
+    const { rows } = await connection.run<{ n: number }>(
+      `SELECT COUNT(*) AS n FROM (SELECT 69999 AS v) AS t WHERE v IN (${values.map(() => '?').join(',')})`,
+      values,
+    );
+    expect(rows.map((row) => Number(row.n))).toEqual([1]);
+    await connection.close();
+  });
+
   test('statementCacheSize 0 sends every statement as text; a bad size is refused', async () => {
     const text = new MysqlDriver({ uri: url, statementCacheSize: 0 });
     const connection = await connect(text);

@@ -189,6 +189,13 @@ function toBigInt(value: number | string | undefined): bigint | undefined {
  */
 const PREPARABLE = /^\s*\(*\s*(?:select|insert|update|delete|replace|with)\b/i;
 
+/**
+ * Above this many parameters a statement goes as text: the binary protocol takes at most
+ * 65,535, and a statement that large (a bulk insert, a long IN list) is rarely run twice
+ * with the same shape, so preparing it would cost a round trip and evict a useful entry.
+ */
+const MAX_PREPARED_PARAMETERS = 1_000;
+
 class MysqlConnection implements DriverConnection {
   readonly #connection: Connection;
   readonly #control: ControlConnection;
@@ -320,7 +327,8 @@ class MysqlConnection implements DriverConnection {
    * text (`query()`) otherwise; settles with its outcome, never rejects.
    */
   #query(sql: string, parameters: readonly unknown[]): Promise<Outcome> {
-    return this.#send(this.#prepare && PREPARABLE.test(sql) ? 'execute' : 'query', sql, parameters);
+    const prepared = this.#prepare && parameters.length <= MAX_PREPARED_PARAMETERS && PREPARABLE.test(sql);
+    return this.#send(prepared ? 'execute' : 'query', sql, parameters);
   }
 
   #send(method: 'query' | 'execute', sql: string, parameters: readonly unknown[]): Promise<Outcome> {
