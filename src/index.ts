@@ -8,6 +8,7 @@ export {
   ForeignKeyViolationError,
   QueryTimeoutError,
   SerializationFailureError,
+  TransactionRolledBackError,
   UniqueViolationError,
 } from './drivers/errors.js';
 export type { DriverConnection, StatementResult } from './drivers/driver.js';

@@ -62,6 +62,17 @@ export class SerializationFailureError extends DatabaseError {
   }
 }
 
+/**
+ * A transaction asked to commit was rolled back instead: a statement in it had failed (on
+ * PostgreSQL, any error aborts the whole transaction, even one the code caught), or a
+ * nested transaction could not be undone to its savepoint. Nothing of it was written.
+ */
+export class TransactionRolledBackError extends DatabaseError {
+  constructor(message: string, details: DatabaseErrorDetails) {
+    super('TRANSACTION_ROLLED_BACK', message, details);
+  }
+}
+
 /** A statement ran past its deadline and was cancelled on the server. */
 export class QueryTimeoutError extends SluiceError {
   readonly timeoutMs: number;

@@ -1,5 +1,6 @@
 import { Kysely, type IsolationLevel, type Transaction, sql } from 'kysely';
 import { InvalidOptionError } from '../errors.js';
+import { TransactionRolledBackError } from '../drivers/errors.js';
 import type { Driver, DriverConnection } from '../drivers/driver.js';
 import { createPool, type Pool, type PoolOptions, type PoolStats } from '../pool/index.js';
 import { checkMilliseconds } from '../pool/options.js';
@@ -86,6 +87,14 @@ interface OpenTransaction {
   readonly trx: unknown;
   readonly depth: number;
   readonly outer: OpenTransaction | undefined;
+  /**
+   * Settles when the last nested transaction begun at this level has ended. Nested calls
+   * run one after another: two savepoints interleaved on one connection would undo each
+   * other's work (ROLLBACK TO the first also discards the second).
+   */
+  nestedTail: Promise<void>;
+  /** Shared by every level of one transaction: why it must not commit, if it must not. */
+  readonly root: { failure: unknown };
 }
 const openTransactions = new AsyncLocalStorage<OpenTransaction>();
 
@@ -240,9 +249,21 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
       if (dialect === 'sqlite') checkSqliteTransaction({ ...(txOptions.isolation !== undefined ? { isolationLevel: txOptions.isolation } : {}) });
       let builder = db.transaction();
       if (txOptions.isolation !== undefined) builder = builder.setIsolationLevel(txOptions.isolation);
-      return builder.execute((trx) =>
-        openTransactions.run({ db, trx, depth: 0, outer: openTransactions.getStore() }, () => work(trx)),
-      );
+      return builder.execute(async (trx) => {
+        const root = { failure: undefined as unknown };
+        const result = await openTransactions.run(
+          { db, trx, depth: 0, outer: openTransactions.getStore(), nestedTail: Promise.resolve(), root },
+          () => work(trx),
+        );
+        // Throwing here makes Kysely roll the whole transaction back.
+        if (root.failure !== undefined) {
+          throw new TransactionRolledBackError(
+            'A nested transaction failed and could not be undone to its savepoint, so the whole transaction was rolled back.',
+            { cause: root.failure },
+          );
+        }
+        return result;
+      });
     });
   };
 
@@ -261,19 +282,38 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
 }
 
 async function savepoint<DB, T>(open: OpenTransaction, work: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
-  const trx = open.trx as Transaction<DB>;
-  const name = sql.raw(`sluice_savepoint_${open.depth + 1}`);
-  await sql`SAVEPOINT ${name}`.execute(trx);
+  const turn = open.nestedTail;
+  let done!: () => void;
+  open.nestedTail = new Promise<void>((resolve) => (done = resolve));
   try {
-    const result = await openTransactions.run(
-      { db: open.db, trx, depth: open.depth + 1, outer: openTransactions.getStore() },
-      () => work(trx),
-    );
-    await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
-    return result;
-  } catch (error) {
-    // Undo only this level, even after its deadline passed; the outer transaction goes on.
-    await withoutDeadline(() => sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx));
-    throw error;
+    await turn;
+    const trx = open.trx as Transaction<DB>;
+    const name = sql.raw(`sluice_savepoint_${open.depth + 1}`);
+    await sql`SAVEPOINT ${name}`.execute(trx);
+    try {
+      const result = await openTransactions.run(
+        {
+          db: open.db,
+          trx,
+          depth: open.depth + 1,
+          outer: openTransactions.getStore(),
+          nestedTail: Promise.resolve(),
+          root: open.root,
+        },
+        () => work(trx),
+      );
+      await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
+      return result;
+    } catch (error) {
+      // Undo only this level, even after its deadline passed; the outer transaction goes on.
+      // If the undo fails too, the outer transaction must not commit this level's writes:
+      // it is rolled back whole. The caller hears why this level failed.
+      await withoutDeadline(() => sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx)).catch((undoError: unknown) => {
+        open.root.failure ??= undoError;
+      });
+      throw error;
+    }
+  } finally {
+    done();
   }
 }

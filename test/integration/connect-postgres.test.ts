@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, test, vi } from 'vitest';
-import { QueryTimeoutError } from '../../src/drivers/errors.js';
+import { QueryTimeoutError, TransactionRolledBackError } from '../../src/drivers/errors.js';
 import { connect, type Database } from '../../src/orm/connect.js';
 
 const url = inject('backends').postgres;
@@ -115,6 +115,37 @@ describe.skipIf(url === '')('connect() over PostgreSQL (real server)', () => {
     // Kysely gives the connection back just after the loop ends.
     await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
     expect((await sql<{ one: number }>`SELECT 1 AS one`.execute(database.db)).rows).toEqual([{ one: 1 }]);
+  });
+
+  test('a transaction whose statement failed, even caught, does not report a commit that PostgreSQL turned into a rollback', async () => {
+    const outcome = await database
+      .transaction(async (trx) => {
+        await trx.insertInto('sluice_connect_person').values({ id: 50, name: 'lost' }).execute();
+        // Caught, but PostgreSQL has aborted the transaction: COMMIT will roll it back.
+        await database.withDeadline({ timeoutMs: 100 }, () => sql`SELECT pg_sleep(10)`.execute(trx)).catch(() => {});
+      })
+      .catch((error: unknown) => error);
+    expect(outcome).toBeInstanceOf(TransactionRolledBackError);
+    expect(outcome).toMatchObject({ code: 'TRANSACTION_ROLLED_BACK' });
+    expect(await database.db.selectFrom('sluice_connect_person').select('id').where('id', '=', 50).execute()).toEqual([]);
+  });
+
+  test('nested transactions started together run one after another: a failed one undoes only its own writes', async () => {
+    await database.transaction(async () => {
+      const outcomes = await Promise.allSettled([
+        database.transaction(async (inner) => {
+          await inner.insertInto('sluice_connect_person').values({ id: 60, name: 'undone' }).execute();
+          await sql`SELECT pg_sleep(0.05)`.execute(inner);
+          throw new Error('undo 60');
+        }),
+        database.transaction(async (inner) => {
+          await inner.insertInto('sluice_connect_person').values({ id: 61, name: 'kept' }).execute();
+        }),
+      ]);
+      expect(outcomes.map((outcome) => outcome.status)).toEqual(['rejected', 'fulfilled']);
+    });
+    const ids = await database.db.selectFrom('sluice_connect_person').select('id').where('id', 'in', [60, 61]).execute();
+    expect(ids).toEqual([{ id: 61 }]);
   });
 
   test('inside a transaction, after a nested deadline, streams stopped early leave the connection usable', async () => {

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { BackgroundRetries } from '../background-retries.js';
 import { ConnectionHealth } from '../connection-health.js';
 import { InvalidOptionError } from '../../errors.js';
-import { ConnectionLostError } from '../errors.js';
+import { ConnectionLostError, TransactionRolledBackError } from '../errors.js';
 import type { CancelSignal, ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
 import { sendCancelRequest, type PostgresEndpoint } from './cancel-request.js';
 import { SQLSTATE, translateConnectError, translateRunError } from './postgres-errors.js';
@@ -99,6 +99,9 @@ function destroySocket(client: pg.Client): void {
   (client as unknown as PgSocketHolder).connection?.stream?.destroy();
 }
 
+/** A statement that commits a transaction. */
+const COMMIT = /^\s*(?:commit|end)\b/i;
+
 /** How long `close()` waits for a polite goodbye before destroying the socket. */
 const CLOSE_GRACE_MS = 200;
 
@@ -159,6 +162,13 @@ class PostgresConnection implements DriverConnection {
         this.#deallocate(stale);
         return this.#execute(sql, parameters, signal, false);
       });
+      if (result.command === 'ROLLBACK' && COMMIT.test(sql)) {
+        // PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, and no error.
+        throw new TransactionRolledBackError(
+          'COMMIT rolled the transaction back instead: a statement in it had failed (an error the code caught still aborts a PostgreSQL transaction). Nothing of it was written.',
+          { sqlState: undefined, cause: undefined },
+        );
+      }
       return {
         rows: result.rows as Row[],
         affectedRows: result.command === 'SELECT' || result.rowCount === null ? undefined : BigInt(result.rowCount),
