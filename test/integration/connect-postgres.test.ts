@@ -173,6 +173,23 @@ describe.skipIf(url === '')('connect() over PostgreSQL (real server)', () => {
     await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
   });
 
+  test('a deadline that passes while the consumer holds a chunk ends the stream without costing the connection', async () => {
+    const numbers = sql<{ n: number }>`(SELECT g AS n FROM generate_series(1, 1000) AS g)`;
+    const destroyedBefore = database.stats().totals.destroyed;
+    const error = await database
+      .withDeadline({ timeoutMs: 200 }, async () => {
+        for await (const _ of database.db.selectFrom(numbers.as('t')).selectAll().stream(10)) {
+          // Nothing runs on the server while the consumer holds a chunk past the deadline.
+          await new Promise((resolve) => setTimeout(resolve, 400));
+        }
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(QueryTimeoutError);
+    await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
+    // No cancel was needed, so the connection's state was never in doubt: kept.
+    expect(database.stats().totals.destroyed).toBe(destroyedBefore);
+  });
+
   test('a deadline cancels a stream on the server', async () => {
     const slow = sql<{ n: number }>`(SELECT g AS n, pg_sleep(0.05) FROM generate_series(1, 1000) AS g)`;
     const error = await database

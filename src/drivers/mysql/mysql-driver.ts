@@ -2,6 +2,7 @@ import mysql from 'mysql2';
 import type { Connection, ConnectionOptions, ExecuteValues, QueryError, ResultSetHeader } from 'mysql2';
 import { describeError, InvalidOptionError } from '../../errors.js';
 import { ConnectionHealth } from '../connection-health.js';
+import { within } from '../time-limit.js';
 import { ConnectionLostError } from '../errors.js';
 import type { CancelSignal, ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
 import { ControlConnection, destroySocket, quit } from './control-connection.js';
@@ -489,18 +490,6 @@ class MysqlConnection implements DriverConnection {
 
 }
 
-/** Waits for `promise` at most `timeoutMs`; undefined when time ran out. */
-async function within<T>(promise: Promise<T>, timeoutMs: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), timeoutMs);
-  });
-  try {
-    return await Promise.race([promise, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** The last OK packet of a result, which carries the server status after the statement. */
 function lastHeader(result: unknown): ResultSetHeader | undefined {

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { BackgroundRetries } from '../background-retries.js';
 import { ConnectionHealth } from '../connection-health.js';
+import { within } from '../time-limit.js';
 import { InvalidOptionError } from '../../errors.js';
 import { ConnectionLostError, TransactionRolledBackError } from '../errors.js';
 import type { CancelSignal, ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult, StreamOptions } from '../driver.js';
@@ -223,7 +224,9 @@ class PostgresConnection implements DriverConnection {
       await this.close();
     } else if (outcome.ok || (outcome.error as { code?: unknown }).code !== SQLSTATE.queryCanceled) {
       // It finished (or failed) before the cancel landed: the cancel might still hit the
-      // next statement on this connection, so it must not be reused.
+      // next statement on this connection, so it must not be reused. Nothing runs on it
+      // now: not busy, so no cancel is sent for an orphan that does not exist.
+      this.#health.busy = false;
       this.#health.markBroken(new ConnectionLostError('A statement was cancelled too late to be sure of the connection.', { cause: signal.reason }));
     }
     throw signal.reason;
@@ -278,6 +281,9 @@ class PostgresConnection implements DriverConnection {
     let open = true;
     try {
       for (;;) {
+        // Aborted while the consumer held the last chunk: nothing runs on the server now,
+        // so there is nothing to cancel; the cursor is closed below.
+        if (signal !== undefined && (signal.aborted as boolean)) throw signal.reason;
         const reading = cursor.read(options.chunkSize);
         let rows: Row[];
         try {
@@ -294,8 +300,23 @@ class PostgresConnection implements DriverConnection {
         yield rows;
       }
     } finally {
+      if (open && !this.#health.broken) await this.#closeCursor(cursor);
       this.#health.busy = false;
-      if (open && !this.#health.broken) await cursor.close().catch(() => {});
+    }
+  }
+
+  /** Closes a cursor stopped early; a server that does not answer in time costs the connection. */
+  async #closeCursor(cursor: { close(): Promise<void> }): Promise<void> {
+    const closed = await within(
+      cursor.close().then(
+        () => true,
+        () => false,
+      ),
+      this.#cancelGraceMs,
+    );
+    if (closed !== true) {
+      this.#health.markBroken(new ConnectionLostError('A PostgreSQL cursor did not close in time.', { cause: undefined }));
+      destroySocket(this.#client);
     }
   }
 
