@@ -18,7 +18,8 @@ export class BackgroundRetries {
    * `false`. `attempt` must not reject.
    */
   retry(attempt: () => Promise<boolean>, firstDelayMs: number): void {
-    this.#schedule(attempt, firstDelayMs, Date.now() + BUDGET_MS);
+    // At least a few tries, however long each one may take.
+    this.#schedule(attempt, firstDelayMs, Date.now() + Math.max(BUDGET_MS, 8 * firstDelayMs));
   }
 
   /** Cancels every pending try. */

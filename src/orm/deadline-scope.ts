@@ -78,6 +78,8 @@ export function statementSignal(deadline: Deadline | undefined, callSignal?: Abo
   const remainingMs = deadline === undefined ? Infinity : deadline.at - performance.now();
   if (remainingMs === Infinity) return { signal: outer, remainingMs, dispose: () => {} };
   const timeout = (): QueryTimeoutError => new QueryTimeoutError(deadline!.timeoutMs);
+  // Aborted already: its reason wins over a deadline that has also passed.
+  if (outer?.aborted === true) return { signal: outer, remainingMs: Math.max(0, remainingMs), dispose: () => {} };
   if (remainingMs <= 0) return { signal: DeadlineSignal.aborted(timeout()), remainingMs: 0, dispose: () => {} };
   const signal = new DeadlineSignal();
   const timer = setTimeout(() => signal.abort(timeout()), Math.ceil(remainingMs));

@@ -49,6 +49,17 @@ export class DeadlineSignal implements CancelSignal {
     this.#reason = reason;
     const listeners = this.#listeners;
     this.#listeners = undefined;
-    if (listeners !== undefined) for (const listener of listeners) listener();
+    if (listeners === undefined) return;
+    for (const listener of listeners) {
+      try {
+        listener();
+      } catch (error) {
+        // As an EventTarget does: one failing listener neither stops the others nor
+        // unwinds into whoever aborted (a timer); it is reported as uncaught.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
   }
 }

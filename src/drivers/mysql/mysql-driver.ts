@@ -203,7 +203,8 @@ class MysqlConnection implements DriverConnection {
   readonly #cancelGraceMs: number;
   readonly #prepare: boolean;
   readonly #threadId: number;
-  readonly #health = new ConnectionHealth();
+  /** A connection lost or closed mid-statement: the server runs the statement on unless killed. */
+  readonly #health = new ConnectionHealth(() => void this.#control.kill('CONNECTION', this.#threadId, this.#cancelGraceMs));
   /**
    * Whether a transaction may be open. mysql2 has no transaction-status API, but every OK
    * packet carries the server's status flags: they set this exactly. A statement that ends
