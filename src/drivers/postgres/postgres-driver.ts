@@ -38,9 +38,12 @@ export class PostgresDriver implements Driver {
   readonly #retries = new BackgroundRetries();
 
   constructor(config: PostgresConnectionConfig) {
-    const { statementCacheSize } = config;
+    const { statementCacheSize, cancelGraceMs } = config;
     if (statementCacheSize !== undefined && !(Number.isSafeInteger(statementCacheSize) && statementCacheSize >= 0)) {
       throw new InvalidOptionError('statementCacheSize', 'must be a whole number, 0 or more');
+    }
+    if (cancelGraceMs !== undefined && !(Number.isFinite(cancelGraceMs) && cancelGraceMs > 0)) {
+      throw new InvalidOptionError('cancelGraceMs', 'must be a positive number of milliseconds');
     }
     this.#config = config;
     const probe = new pg.Client(config);
