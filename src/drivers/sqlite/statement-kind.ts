@@ -33,7 +33,22 @@ const READ_PRAGMAS_WITH_ARGUMENT = new Set([
 /** PRAGMAs that write without any argument. */
 const WRITE_PRAGMAS = new Set(['optimize', 'wal_checkpoint', 'incremental_vacuum', 'shrink_memory']);
 
+/** Kinds of recent statement texts: an application runs the same few texts over and over. */
+const cache = new Map<string, StatementKind>();
+const CACHE_SIZE = 500;
+
 export function statementKind(sql: string): StatementKind {
+  let kind = cache.get(sql);
+  if (kind === undefined) {
+    kind = classify(sql);
+    // Cleared when full rather than kept in LRU order: cheaper, and refilled at once.
+    if (cache.size >= CACHE_SIZE) cache.clear();
+    cache.set(sql, kind);
+  }
+  return kind;
+}
+
+function classify(sql: string): StatementKind {
   const text = sql.replace(LEADING_NOISE, '');
   const word = FIRST_WORD.exec(text)?.[0].toLowerCase();
   switch (word) {
