@@ -21,9 +21,13 @@ import type { BlockingErrorShape } from './blocking-driver.js';
 /** Slots in the shared array: the most requests one worker has in flight at once. */
 export const SLOT_COUNT = 1024;
 
-/** Sequence numbers run 1 .. 2^30 - 1 and wrap (0 marks a slot whose request was given up on). */
+/**
+ * Sequence numbers run 1 .. 2^30 and wrap (0 marks a slot whose request is done or was given
+ * up on). 2^30 is a multiple of SLOT_COUNT: consecutive numbers take consecutive slots even
+ * across the wrap, so no two requests in flight share a slot.
+ */
 export function nextSequence(seq: number): number {
-  return seq >= 0x3fffffff ? 1 : seq + 1;
+  return seq >= 0x40000000 ? 1 : seq + 1;
 }
 
 /** What the host hands a new worker as `workerData`. */

@@ -134,8 +134,10 @@ async function main(): Promise<void> {
         continue;
       }
       serve(connection, request);
-      // Done (its reply posted): the host no longer takes it for the running one.
-      Atomics.store(slots, slot, 0);
+      // Done (its reply posted): the host no longer takes it for the running one. A swap,
+      // not a store: once the reply is read, the host may already have given the slot to a
+      // newer request, whose mark must stay.
+      Atomics.compareExchange(slots, slot, -seq, 0);
     }
   });
   reply({ kind: 'opened' });
