@@ -12,9 +12,10 @@
  * Int32Array (`slots`): the host writes `seq` there before sending; the worker swaps it for
  * `-seq` (Atomics.compareExchange) just before starting the request, and skips the request
  * (reply `skipped`) if the slot no longer holds `seq`, because the host swapped it for 0
- * first. One atomic swap decides, without a round trip, whether a request started: a call
- * given up on before it started never runs, and after a thread is lost the host knows which
- * calls never reached the database.
+ * first; once it has replied it swaps `-seq` for 0 (done). One atomic swap decides, without a
+ * round trip, whether a request started: a call given up on before it started never runs,
+ * after a thread is lost the host knows which calls never reached the database, and `-seq`
+ * tells it which one is running (an abort of a call already done needs no termination).
  */
 import type { BlockingErrorShape } from './blocking-driver.js';
 
