@@ -142,4 +142,14 @@ describe('SQLite sessions over shared workers', () => {
     });
     expect(await lookup(database, 1)).toEqual([{ id: 1, label: 'changed', score: 1 }]);
   });
+
+  test('a script that leaves a transaction open keeps it to its own session, and it is rolled back when the session goes back', async () => {
+    const database = open('script.db', 2);
+    await seed(database);
+    await sql.raw('INSERT INTO log (writer, seq) VALUES (7, 1); BEGIN; INSERT INTO log (writer, seq) VALUES (7, 2)').execute(database.db);
+    // Another session's write is not swallowed by that transaction (the writer worker is shared).
+    await database.db.insertInto('log').values({ writer: 7, seq: 3 }).execute();
+    const rows = await sql<{ seq: number }>`SELECT seq FROM log WHERE writer = 7 ORDER BY seq`.execute(database.db);
+    expect(rows.rows.map((row) => row.seq)).toEqual([1, 3]);
+  });
 });

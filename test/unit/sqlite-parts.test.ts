@@ -30,6 +30,10 @@ describe('SQLite statement kinds (what needs the write lock)', () => {
     ['rollback transaction;', 'end'],
     ['ROLLBACK TO SAVEPOINT sluice_savepoint_1', 'write'],
     ['RELEASE SAVEPOINT sluice_savepoint_1', 'write'],
+    // A script that may leave a transaction open pins its worker like a BEGIN.
+    ['INSERT INTO t VALUES (1); BEGIN', 'begin'],
+    ['CREATE TABLE a (n); /* x */ savepoint s; INSERT INTO a VALUES (1)', 'begin'],
+    ['CREATE TABLE a (n); INSERT INTO a VALUES (1)', 'write'],
   ] as const)('%s -> %s', (sql, kind) => {
     expect(statementKind(sql)).toBe(kind);
   });
