@@ -5,7 +5,8 @@
  * callers, side by side in one run on the same SQLite file (WAL, synchronous=NORMAL):
  * `better-sqlite3` called directly on the main thread, Kysely's `SqliteDialect` (main
  * thread), and sluice, whose statements run in worker threads, with 1 and 2 workers
- * (Kysely over sluice, and sluice's driver directly).
+ * (`sqlite.workers`) shared by up to 64 sessions (`pool.max`), pipelined (Kysely over
+ * sluice, and sluice's driver directly).
  *
  * Then the price of blocking: the event loop's delay (p99, `monitorEventLoopDelay`) while a
  * one-second query runs. A main-thread driver stalls every other callback for the whole
@@ -81,8 +82,13 @@ function kyselyDialect(file: string): Client {
   };
 }
 
+/** Sessions enough for every caller (they are cheap); `workers` threads shared by them. */
+function sluiceOptions(workers: number): { readonly pool: { readonly max: number }; readonly sqlite: { readonly workers: number } } {
+  return { pool: { max: 64 }, sqlite: { workers } };
+}
+
 function sluiceKysely(file: string, workers: number): Client {
-  const database = connect<BenchDB>(`sqlite:${file}`, { pool: { max: workers } });
+  const database = connect<BenchDB>(`sqlite:${file}`, sluiceOptions(workers));
   const db = database.db;
   return {
     name: `sluice (kysely), ${workers} worker${workers === 1 ? '' : 's'}`,
@@ -96,7 +102,7 @@ function sluiceKysely(file: string, workers: number): Client {
 }
 
 function sluiceDriver(file: string, workers: number): Client {
-  const database = connect<BenchDB>(`sqlite:${file}`, { pool: { max: workers } });
+  const database = connect<BenchDB>(`sqlite:${file}`, sluiceOptions(workers));
   return {
     name: `sluice (driver), ${workers} worker${workers === 1 ? '' : 's'}`,
     run: (query, id) =>
@@ -170,6 +176,7 @@ async function main(): Promise<void> {
       () => kyselyDialect(file),
       () => sluiceKysely(file, 1),
       () => sluiceKysely(file, 2),
+      () => sluiceDriver(file, 1),
       () => sluiceDriver(file, 2),
     ];
 

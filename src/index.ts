@@ -6,6 +6,7 @@ export {
   DatabaseError,
   DeadlockError,
   ForeignKeyViolationError,
+  NotStartedError,
   QueryTimeoutError,
   SerializationFailureError,
   TransactionRolledBackError,

@@ -114,7 +114,19 @@ export class ConnectionError extends SluiceError {
 
 /** The connection broke while a statement ran on it (killed by the server, network lost). */
 export class ConnectionLostError extends SluiceError {
+  constructor(message: string, options: { readonly cause: unknown }, code: 'CONNECTION_LOST' | 'NOT_STARTED' = 'CONNECTION_LOST') {
+    super(code, message, options);
+  }
+}
+
+/**
+ * The connection was lost before this statement started: it never reached the database, so
+ * it is safe to retry, even a write. (Code `NOT_STARTED`; a `ConnectionLostError`, so code
+ * that handles lost connections handles it too.) Raised for statements queued behind one
+ * whose worker thread was terminated or died.
+ */
+export class NotStartedError extends ConnectionLostError {
   constructor(message: string, options: { readonly cause: unknown }) {
-    super('CONNECTION_LOST', message, options);
+    super(message, options, 'NOT_STARTED');
   }
 }

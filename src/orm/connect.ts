@@ -25,13 +25,18 @@ export interface SqliteConnectOptions {
   readonly busyTimeoutMs?: number;
   /** Integers read back as `bigint` (exact beyond 2^53) instead of `number`. Default false. */
   readonly bigints?: boolean;
+  /**
+   * Worker threads running SQLite, shared by all the pool's sessions (statements of many
+   * sessions are pipelined to each). Default 4 for a file, 1 (the only value allowed) for
+   * `:memory:`.
+   */
+  readonly workers?: number;
 }
 
 export interface ConnectOptions {
   /**
-   * Pool settings. `max` defaults to 10; for SQLite it is the number of worker threads,
-   * default 4 (one writes at a time, the others read beside it), and a `:memory:`
-   * database is always served by a single worker.
+   * Pool settings. `max` defaults to 10. For SQLite it bounds concurrent sessions, which
+   * are cheap (no thread of their own): the threads are `sqlite.workers`.
    */
   readonly pool?: ConnectPoolOptions;
   /** The deadline of a statement run outside any `withDeadline` scope, in ms. Default: none. */
@@ -186,22 +191,18 @@ function sqlitePath(url: string): string {
   return path === ':memory:' ? path : resolvePath(path);
 }
 
-/** The pool defaults for SQLite, and its limits. */
-function sqlitePoolOptions(path: string, pool: ConnectPoolOptions | undefined): ConnectPoolOptions {
-  if (path !== ':memory:') {
-    // Each worker is a thread with its own heap and page cache, and only one writes at a
-    // time: beyond a few, more workers add memory, not throughput.
-    return { max: 4, ...pool };
+/** SQLite's worker count, refused at once when wrong (the driver itself loads lazily). */
+function checkSqliteWorkers(path: string, workers: number | undefined): void {
+  if (workers === undefined) return;
+  if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64) {
+    throw new InvalidOptionError('sqlite.workers', 'must be a whole number from 1 to 64');
   }
-  // One worker holds the whole database: a second would open its own, empty, one; and a
-  // worker retired for idleness or age would take the data with it.
-  if (pool?.max !== undefined && pool.max !== 1) {
+  if (path === ':memory:' && workers !== 1) {
     throw new InvalidOptionError(
-      'pool.max',
-      'a sqlite::memory: database lives in a single worker (a second one would see its own empty database): leave max out, or set it to 1.',
+      'sqlite.workers',
+      'a sqlite::memory: database lives in a single worker (a second one would see its own empty database): leave workers out, or set it to 1.',
     );
   }
-  return { idleTimeoutMs: 0, maxLifetimeMs: 0, ...pool, max: 1 };
 }
 
 /**
@@ -213,8 +214,9 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
   const dialect = target.dialect;
   if (target.dialect === 'sqlite') {
     checkMilliseconds('sqlite.busyTimeoutMs', options.sqlite?.busyTimeoutMs, 0);
+    checkSqliteWorkers(target.path, options.sqlite?.workers);
   }
-  const poolOptions = target.dialect === 'sqlite' ? sqlitePoolOptions(target.path, options.pool) : options.pool;
+  const poolOptions = options.pool;
   const statementTimeoutMs = checkMilliseconds('statementTimeoutMs', options.statementTimeoutMs, Infinity, {
     allowInfinity: true,
   });

@@ -12,7 +12,7 @@ import {
   type OffloadedConnection,
   type OffloadWorkerOptions,
 } from '../../src/drivers/offload/offload-host.js';
-import { ConnectionLostError, DatabaseError } from '../../src/drivers/errors.js';
+import { ConnectionLostError, DatabaseError, NotStartedError } from '../../src/drivers/errors.js';
 import { InvalidOptionError, SluiceError } from '../../src/errors.js';
 import { createPool, type Pool } from '../../src/pool/index.js';
 import type { KvConfig } from '../fixtures/blocking-kv-driver.js';
@@ -257,6 +257,104 @@ describe('deadlines and aborts', () => {
   });
 });
 
+describe('pipelining', () => {
+  test('many concurrent calls on one connection are all answered, each after the ones made before it', async () => {
+    const kv = await start();
+    // 300 pairs made in one turn: each GET must see the SET just before it, so the worker
+    // ran them in the order they were made, however they were batched.
+    const calls: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 300; i++) {
+      calls.push(kv.run('SET', ['k', i]));
+      calls.push(kv.run('GET', ['k']).then((result) => result.rows[0]!['value']));
+    }
+    expect(kv.inFlight).toBe(600);
+    const values = await Promise.all(calls);
+    expect(values.filter((_, index) => index % 2 === 1)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(kv.inFlight).toBe(0);
+    // More than the worker has slots (1024) at once: the rest wait their turn, none is lost.
+    const many = await Promise.all(Array.from({ length: 2500 }, (_, i) => kv.run('ECHO', [i])));
+    expect(many.map((result) => result.rows[0]!['p1'])).toEqual(Array.from({ length: 2500 }, (_, i) => i));
+    expect((await kv.run('STATS', [])).rows).toEqual([{ resets: 0, statements: 3101 }]);
+  });
+
+  test('a deadline on the running statement: calls before it get their results, calls after it NOT_STARTED at once', async () => {
+    const kv = await start();
+    const controller = new AbortController();
+    const settled = (promise: Promise<unknown>): Promise<unknown> => promise.then((result) => result, (error: unknown) => error);
+    const before = [kv.run('SET', ['a', 1]), kv.run('ECHO', ['b'])].map(settled);
+    const running = settled(kv.run('NATIVE_SLEEP 1500', [], { signal: controller.signal }));
+    const after = [kv.run('SET', ['a', 2]), kv.run('GET', ['a']), kv.ping()].map(settled);
+    setTimeout(() => controller.abort('stop'), 150);
+    expect(await running).toBe('stop');
+    // Answered before the thread is gone (it is still inside the native call).
+    let exited = false;
+    void kv.exited.then(() => (exited = true));
+    const afterErrors = await Promise.all(after);
+    expect(exited).toBe(false);
+    for (const error of afterErrors) {
+      expect(error).toBeInstanceOf(NotStartedError);
+      expect(error).toBeInstanceOf(ConnectionLostError);
+      expect(error).toMatchObject({ code: 'NOT_STARTED' });
+    }
+    expect(await Promise.all(before)).toEqual([
+      { rows: [], affectedRows: 1n, insertId: 1n },
+      { rows: [{ p1: 'b' }], affectedRows: undefined, insertId: undefined },
+    ]);
+    expect(kv.broken).toBe(true);
+    await kv.exited;
+  });
+
+  test('a thread that dies mid-batch: replies it posted before dying still arrive, the rest never started', async () => {
+    const kv = await start();
+    const settled = (promise: Promise<unknown>): Promise<unknown> => promise.then((result) => result, (error: unknown) => error);
+    // One turn, so one batch after the first: the worker posts two replies and exits at once.
+    const outcomes = await Promise.all(
+      [kv.run('SLEEP 50', []), kv.run('SET', ['a', 1]), kv.run('ECHO', ['x']), kv.run('CRASH', []), kv.run('GET', ['a']), kv.run('ECHO', ['y'])].map(settled),
+    );
+    expect(outcomes[0]).toEqual({ rows: [], affectedRows: undefined, insertId: undefined });
+    expect(outcomes[1]).toEqual({ rows: [], affectedRows: 1n, insertId: 1n });
+    expect(outcomes[2]).toEqual({ rows: [{ p1: 'x' }], affectedRows: undefined, insertId: undefined });
+    expect(outcomes[3]).toBeInstanceOf(ConnectionLostError);
+    expect(outcomes[3]).not.toBeInstanceOf(NotStartedError);
+    expect(outcomes[3]).toMatchObject({ code: 'CONNECTION_LOST', message: 'The kv worker thread exited (exit code 3); its connection is lost.' });
+    expect(outcomes[4]).toMatchObject({ code: 'NOT_STARTED' });
+    expect(outcomes[5]).toMatchObject({ code: 'NOT_STARTED' });
+  });
+
+  test('aborted at any moment of a batch: completed calls keep their results, calls after the running one NOT_STARTED', async () => {
+    // The abort lands wherever the worker happens to be. Before the sleep started: it is
+    // skipped and the rest run. While it runs: the thread is terminated, and the calls after
+    // it never started. Either way no completed call is reported lost, nor a skipped one run.
+    let terminated = 0;
+    for (const delayMs of [0, 1, 2, 5, 30]) {
+      const kv = await start();
+      const controller = new AbortController();
+      const calls = Array.from({ length: 40 }, (_, i) =>
+        kv.run(i === 30 ? 'SLEEP 5000' : 'ECHO', [i], i === 30 ? { signal: controller.signal } : {}).then(
+          (result) => result.rows[0]?.['p1'] ?? 'slept',
+          (error: unknown) => (error === 'stop' ? 'stop' : (error as SluiceError).code),
+        ),
+      );
+      setTimeout(() => controller.abort('stop'), delayMs);
+      const outcomes = await Promise.all(calls);
+      expect(outcomes[30]).toBe('stop');
+      const others = outcomes.filter((_, i) => i !== 30);
+      const numbers = Array.from({ length: 40 }, (_, i) => i).filter((i) => i !== 30);
+      if (kv.broken) {
+        // Terminated while the sleep ran: everything before it had completed.
+        expect(others).toEqual([...numbers.slice(0, 30), ...Array(9).fill('NOT_STARTED')]);
+        terminated++;
+        await kv.exited;
+      } else {
+        expect(others).toEqual(numbers);
+        expect((await kv.run('STATS', [])).rows).toEqual([{ resets: 0, statements: 40 }]);
+      }
+    }
+    // The last delay outlasts the start of the sleep: that path was taken at least once.
+    expect(terminated).toBeGreaterThan(0);
+  });
+});
+
 describe('through a sluice pool', () => {
   test('a worker terminated on a deadline is replaced and the pool keeps serving', async () => {
     const pool = kvPool();
@@ -359,8 +457,13 @@ describe('closing', () => {
   test('close() during a statement terminates the worker and rejects the statement with CONNECTION_LOST', async () => {
     const kv = await start();
     const running = rejection(kv.run('SLEEP 5000', []));
+    // Pipelined: a statement the worker has not started yet is withdrawn (NOT_STARTED), so
+    // let it start first.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const queued = rejection(kv.run('ECHO', [1]));
     expect(await settlesWithin(kv.close(), 3_000)).toBe(true);
     expect(await running).toMatchObject({ code: 'CONNECTION_LOST' });
+    expect(await queued).toMatchObject({ code: 'NOT_STARTED' });
   });
 
   test('a process that started workers, ran statements and closed them exits on its own', async () => {

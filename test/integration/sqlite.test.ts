@@ -210,8 +210,8 @@ describe('connect() over SQLite (better-sqlite3 in worker threads)', () => {
     await vi.waitFor(() => expect(database.stats()).toMatchObject({ inUse: 0 }));
   });
 
-  test('sqlite::memory: is one worker that keeps its data across queries', async () => {
-    const memory = connect<DB>('sqlite::memory:');
+  test('sqlite::memory: is one worker, shared by many sessions, that keeps its data across queries', async () => {
+    const memory = connect<DB>('sqlite::memory:', { pool: { max: 4 } });
     try {
       await sql`CREATE TABLE person (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, active INTEGER, born TEXT)`.execute(memory.db);
       await Promise.all(
@@ -219,11 +219,26 @@ describe('connect() over SQLite (better-sqlite3 in worker threads)', () => {
       );
       const rows = await Promise.all([1, 2, 3].map(() => memory.db.selectFrom('person').select('id').orderBy('id').execute()));
       for (const result of rows) expect(result.map((r) => r.id)).toEqual([1, 2, 3]);
-      expect(memory.stats()).toMatchObject({ size: 1, max: 1 });
+      // Several sessions at once, all on the one worker (a second worker would see an empty database).
+      expect(memory.stats().size).toBeGreaterThan(1);
+      // A transaction pins the worker: the other sessions' reads wait for it, then see its commit.
+      let seenDuring: number[] | undefined;
+      let seenOutside: number[] | undefined;
+      await memory.transaction(async (trx) => {
+        await trx.insertInto('person').values({ id: 4, name: 'm4', active: 1, born: null }).execute();
+        const outside = memory.db.selectFrom('person').select('id').orderBy('id').execute();
+        seenDuring = (await trx.selectFrom('person').select('id').orderBy('id').execute()).map((r) => r.id);
+        void outside.then((r) => (seenOutside = r.map((row) => row.id)));
+        // Still waiting: the worker is pinned to this transaction.
+        expect(seenOutside).toBeUndefined();
+      });
+      await vi.waitFor(() => expect(seenOutside).toEqual([1, 2, 3, 4]));
+      expect(seenDuring).toEqual([1, 2, 3, 4]);
     } finally {
       await memory.close();
     }
-    expect(() => connect('sqlite::memory:', { pool: { max: 2 } })).toThrow(InvalidOptionError);
+    expect(() => connect('sqlite::memory:', { sqlite: { workers: 2 } })).toThrow(InvalidOptionError);
+    expect(() => connect('sqlite:./x.db', { sqlite: { workers: 0 } })).toThrow(InvalidOptionError);
   });
 
 

@@ -30,6 +30,10 @@ describe('SQLite statement kinds (what needs the write lock)', () => {
     ['rollback transaction;', 'end'],
     ['ROLLBACK TO SAVEPOINT sluice_savepoint_1', 'write'],
     ['RELEASE SAVEPOINT sluice_savepoint_1', 'write'],
+    // A script that may leave a transaction open pins its worker like a BEGIN.
+    ['INSERT INTO t VALUES (1); BEGIN', 'begin'],
+    ['CREATE TABLE a (n); /* x */ savepoint s; INSERT INTO a VALUES (1)', 'begin'],
+    ['CREATE TABLE a (n); INSERT INTO a VALUES (1)', 'write'],
   ] as const)('%s -> %s', (sql, kind) => {
     expect(statementKind(sql)).toBe(kind);
   });
@@ -68,6 +72,57 @@ describe('WriterLock', () => {
     lock.release();
     await third;
     expect(lock.held).toBe(true);
+  });
+});
+
+describe('WriterLock, shared and exclusive', () => {
+  const never = (): Error => new Error('timeout');
+
+  test('autocommit writers of one owner share it; a transaction waits for them, and later writers wait behind it', async () => {
+    const lock = new WriterLock();
+    const owner = {};
+    const order: string[] = [];
+    await lock.acquireShared(owner, undefined, Infinity, never);
+    await lock.acquireShared(owner, undefined, Infinity, never); // shared: granted at once
+    const transaction = lock.acquire(undefined, Infinity, never).then(() => order.push('transaction'));
+    const later = lock.acquireShared(owner, undefined, Infinity, never).then(() => order.push('later write'));
+    expect(lock.waiting).toBe(2);
+    lock.releaseShared();
+    await Promise.resolve();
+    expect(order).toEqual([]); // one shared hold left
+    lock.releaseShared();
+    await transaction;
+    expect(order).toEqual(['transaction']);
+    expect(lock.waiting).toBe(1); // the later write waits for the transaction's end (FIFO)
+    lock.release();
+    await later;
+    expect(order).toEqual(['transaction', 'later write']);
+    lock.releaseShared();
+    expect(lock.held).toBe(false);
+  });
+
+  test('shared holders of different owners (two drivers, two writer workers) exclude each other', async () => {
+    const lock = new WriterLock();
+    const [first, second] = [{}, {}];
+    await lock.acquireShared(first, undefined, Infinity, never);
+    let granted = false;
+    const other = lock.acquireShared(second, undefined, Infinity, never).then(() => (granted = true));
+    await Promise.resolve();
+    expect(granted).toBe(false);
+    lock.releaseShared();
+    await other;
+    expect(granted).toBe(true);
+  });
+
+  test('a waiter that leaves (timeout) lets the compatible ones behind it in', async () => {
+    const lock = new WriterLock();
+    const owner = {};
+    await lock.acquireShared(owner, undefined, Infinity, never);
+    const transaction = lock.acquire(undefined, 10, () => new Error('busy'));
+    const write = lock.acquireShared(owner, undefined, Infinity, never);
+    await expect(transaction).rejects.toThrow('busy');
+    await write; // granted once the exclusive waiter ahead of it gave up
+    expect(lock.waiting).toBe(0);
   });
 });
 

@@ -1,8 +1,8 @@
 /**
  * The offload host: runs a *blocking* driver module (see `blocking-driver.ts`) in worker
- * threads, one connection per thread, and presents each thread as an ordinary async
- * `DriverConnection` that the sluice pool leases like any other. The main event loop never
- * waits on the driver: a statement is one `postMessage` to the worker and one back.
+ * threads, one connection per thread, and presents each thread as an async
+ * `DriverConnection` that takes concurrent calls (pipelined, batched per event-loop turn).
+ * The main event loop never waits on the driver.
  *
  * A statement past its deadline (or aborted) cannot be interrupted inside a native call, so
  * its thread is terminated: the call rejects with `signal.reason` at once, the connection
@@ -17,9 +17,9 @@ import { InvalidOptionError, SluiceError, describeError } from '../../errors.js'
 import { checkMilliseconds } from '../../pool/options.js';
 import { ConnectionHealth } from '../connection-health.js';
 import type { CancelSignal, DriverConnection, RunOptions, StatementResult } from '../driver.js';
-import { ConnectionError, ConnectionLostError } from '../errors.js';
+import { ConnectionError, ConnectionLostError, NotStartedError } from '../errors.js';
 import type { BlockingErrorShape } from './blocking-driver.js';
-import type { HostRequest, WorkerReply, WorkerStart } from './protocol.js';
+import { type HostBatch, type HostRequest, nextSequence, SLOT_COUNT, type WorkerReply, type WorkerStart } from './protocol.js';
 
 export interface OffloadWorkerOptions<Config> {
   /** The hosted module: a file URL (or absolute path) of a module exporting `open: OpenBlockingConnection<Config>`. */
@@ -39,10 +39,16 @@ export interface OffloadWorkerOptions<Config> {
   readonly closeGraceMs?: number;
 }
 
-/** A connection whose blocking driver runs in a worker thread of its own. */
+/**
+ * A connection whose blocking driver runs in a worker thread of its own. Unlike other
+ * driver connections it takes concurrent calls: they are pipelined to the worker, which
+ * runs them one at a time in the order they were made.
+ */
 export interface OffloadedConnection extends DriverConnection {
   /** Settles (never rejects) once the worker thread has exited, whatever the cause. */
   readonly exited: Promise<void>;
+  /** Calls whose callers still wait (queued, sent, or running). */
+  readonly inFlight: number;
 }
 
 /**
@@ -76,7 +82,7 @@ export function startOffloadedConnection<Config>(
     }
     if (typeof options.name !== 'string') throw new InvalidOptionError('name', 'expected a short label such as sqlite.');
     closeGraceMs = checkMilliseconds('closeGraceMs', options.closeGraceMs, 2_000);
-    start = { module: moduleHref(options.module), config: options.config };
+    start = { module: moduleHref(options.module), config: options.config, slots: new SharedArrayBuffer(SLOT_COUNT * Int32Array.BYTES_PER_ELEMENT) };
   } catch (error) {
     return Promise.reject(error);
   }
@@ -104,7 +110,7 @@ export function startOffloadedConnection<Config>(
       new ConnectionError('CONNECTION_FAILED', `The ${options.name} worker thread could not start (${describeError(error)}).`, { cause: error }),
     );
   }
-  return new WorkerConnection(worker, options.name, options.translateError, closeGraceMs).opened(signal);
+  return new WorkerConnection(worker, start.slots, options.name, options.translateError, closeGraceMs).opened(signal);
 }
 
 // --- Where the worker's code is, and how it loads -------------------------------------------
@@ -151,31 +157,48 @@ function moduleHref(module: URL | string): string {
   throw new InvalidOptionError('module', 'expected a file URL or an absolute path of a module exporting `open`.');
 }
 
-// --- One worker, one connection -------------------------------------------------------------
+// --- One worker, one connection, pipelined ----------------------------------------------------
 
-type CallKind = 'open' | 'run' | 'reset' | 'ping';
+type CallKind = 'run' | 'reset' | 'ping';
 
-/** One request waiting for its reply (or, for `open`, the worker's first message). */
+/** One request and its caller, from submission until its promise settles. */
 class Call {
   resolve: (value: unknown) => void = noop;
   reject: (error: unknown) => void = noop;
   readonly kind: CallKind;
-  /** Posted when the call's turn comes; undefined for `open`. */
-  readonly request: HostRequest | undefined;
+  readonly request: HostRequest;
   readonly signal: CancelSignal | undefined;
+  /** Its sequence number once sent (see protocol.ts); 0 while it waits in the outbox. */
+  seq = 0;
+  /** Its caller has its answer; a reply still due for it is dropped. */
+  settled = false;
 
-  constructor(kind: CallKind, request: HostRequest | undefined, signal: CancelSignal | undefined) {
+  constructor(kind: CallKind, request: HostRequest, signal: CancelSignal | undefined) {
     this.kind = kind;
     this.request = request;
     this.signal = signal;
   }
 }
 
+/** The worker's first message, awaited by `opened()`. */
+interface Opening {
+  readonly resolve: (connection: OffloadedConnection) => void;
+  readonly reject: (error: unknown) => void;
+  readonly signal: AbortSignal;
+  readonly onAbort: () => void;
+}
+
+/** Listening to one signal, for however many pending calls share it (a deadline scope's do). */
+interface SignalListener {
+  readonly listener: () => void;
+  calls: number;
+}
+
 function noop(): void {}
 
 const RESET: HostRequest = { kind: 'reset' };
 const PING: HostRequest = { kind: 'ping' };
-const CLOSE: HostRequest = { kind: 'close' };
+const CLOSE_BATCH: HostBatch = [{ kind: 'close' }];
 const RESOLVED = Promise.resolve();
 const UNDESERIALIZABLE: WorkerReply = {
   kind: 'failed',
@@ -187,47 +210,74 @@ const UNDESERIALIZABLE: WorkerReply = {
   },
 };
 
+/**
+ * Calls are pipelined: a call is sent as soon as it is made when the worker is idle, else
+ * with the other calls of the same event-loop turn as one batch (one `postMessage`, flushed
+ * by `setImmediate`), without waiting for earlier replies. The worker runs them in order and
+ * replies to each. When the thread is terminated (a deadline, an abort) or dies, a call that
+ * completed gets its real result (replies posted before the thread ended arrive before its
+ * `exit` event), the one running rejects (with its signal's reason if it was the abandoned
+ * one, else CONNECTION_LOST), and those that never started reject with NOT_STARTED.
+ */
 class WorkerConnection implements OffloadedConnection {
   readonly exited: Promise<void>;
   readonly #worker: Worker;
   readonly #name: string;
   readonly #translateError: (error: BlockingErrorShape) => SluiceError;
   readonly #closeGraceMs: number;
-  /** A statement orphaned by a break (the thread exited, a failed reset) stops with its thread. */
-  readonly #health = new ConnectionHealth(() => this.#terminate());
-  /** One listener per signal, however many pending calls share it (a deadline scope's do). */
-  readonly #abortListeners = new Map<CancelSignal, () => void>();
-  /** The request the worker is serving (or the opening), and those waiting their turn. */
-  #current: Call | undefined;
-  readonly #queue: Call[] = [];
+  /** Shared with the worker: who started what (see protocol.ts). */
+  readonly #slots: Int32Array;
+  /** A statement orphaned by a break (a failed reset) stops with its thread. */
+  readonly #health = new ConnectionHealth(() => this.#lose(this.#lostError('its connection broke while statements ran on it', undefined)));
+  readonly #listeners = new Map<CancelSignal, SignalListener>();
+  #opening: Opening | undefined;
+  /** Calls made this turn, not sent yet. */
+  #outbox: Call[] = [];
+  /** Calls sent, in order, each waiting for its reply (some already settled). */
+  #inFlight: Call[] = [];
+  /** Calls whose callers wait. */
+  #active = 0;
+  #seq = 0;
+  #flush: ReturnType<typeof setImmediate> | undefined;
   /** False only when the last result said no transaction is open: `reset()` then stays here. */
   #mayBeInTransaction = false;
   #closing = false;
-  /** The thread exited or failed. */
+  /** Set once the thread is going away: what the calls still running will hear at its exit. */
+  #lost: ConnectionLostError | undefined;
+  /** The thread exited. */
   #gone = false;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #markExited: () => void = noop;
 
-  constructor(worker: Worker, name: string, translateError: (error: BlockingErrorShape) => SluiceError, closeGraceMs: number) {
+  constructor(worker: Worker, slots: SharedArrayBuffer, name: string, translateError: (error: BlockingErrorShape) => SluiceError, closeGraceMs: number) {
     this.#worker = worker;
+    this.#slots = new Int32Array(slots);
     this.#name = name;
     this.#translateError = translateError;
     this.#closeGraceMs = closeGraceMs;
     this.exited = new Promise((resolve) => (this.#markExited = resolve));
     worker.on('message', (reply: WorkerReply) => this.#onReply(reply));
     worker.on('messageerror', () => this.#onReply(UNDESERIALIZABLE));
-    // 'error' (an uncaught exception, out of memory) comes before 'exit': fail calls at once.
-    worker.on('error', (error) => this.#onThreadLost(error, undefined));
-    worker.on('exit', (exitCode) => {
-      this.#onThreadLost(undefined, exitCode);
-      clearTimeout(this.#graceTimer);
-      this.#markExited();
-    });
+    // 'error' (an uncaught exception, out of memory) comes before 'exit', with the reason.
+    worker.on('error', (error) => this.#onThreadFailed(error, undefined));
+    worker.on('exit', (exitCode) => this.#onExit(exitCode));
   }
 
   /** Resolves with this connection once the worker reports its connection open. */
   opened(signal: AbortSignal): Promise<OffloadedConnection> {
-    return this.#submit('open', undefined, signal) as Promise<OffloadedConnection>;
+    return new Promise<OffloadedConnection>((resolve, reject) => {
+      const onAbort = (): void => {
+        const opening = this.#opening;
+        if (opening === undefined) return;
+        this.#opening = undefined;
+        this.#closing = true;
+        this.#health.retire();
+        this.#terminate();
+        opening.reject(signal.reason);
+      };
+      this.#opening = { resolve, reject, signal, onAbort };
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   get broken(): boolean {
@@ -256,24 +306,28 @@ class WorkerConnection implements OffloadedConnection {
   /** Runs the module's `reset()` in the worker, unless the last result said no transaction is open. */
   reset(): Promise<void> {
     if (this.#health.broken) return RESOLVED;
-    if (!this.#mayBeInTransaction && this.#current === undefined) return RESOLVED;
+    if (!this.#mayBeInTransaction && this.#active === 0) return RESOLVED;
     return this.#submit('reset', RESET, undefined) as Promise<void>;
+  }
+
+  /** Calls sent or about to be, whose callers wait: what a scheduler balances on. */
+  get inFlight(): number {
+    return this.#active;
   }
 
   /**
    * Asks the worker to close its connection and exit; terminates it after `closeGraceMs`
-   * (at once if a statement is running: it would hold the close up). Resolves when the
+   * (at once if statements are pending: they would hold the close up). Resolves when the
    * thread is gone. Never rejects.
    */
   close(): Promise<void> {
     if (this.#closing) return this.exited;
     this.#closing = true;
     this.#health.retire();
-    if (this.#current !== undefined) {
-      this.#terminate();
-      this.#rejectAll(new ConnectionLostError(`The ${this.#name} connection was closed while a statement ran on it.`, { cause: undefined }));
-    } else if (!this.#gone) {
-      this.#worker.postMessage(CLOSE);
+    if (this.#active > 0) {
+      this.#lose(new ConnectionLostError(`The ${this.#name} connection was closed while a statement ran on it.`, { cause: undefined }));
+    } else if (!this.#gone && this.#lost === undefined) {
+      this.#worker.postMessage(CLOSE_BATCH);
       this.#graceTimer = setTimeout(() => this.#terminate(), this.#closeGraceMs);
       this.#graceTimer.unref();
     }
@@ -282,116 +336,153 @@ class WorkerConnection implements OffloadedConnection {
 
   // --- Calls ------------------------------------------------------------------------------
 
-  #submit(kind: CallKind, request: HostRequest | undefined, signal: CancelSignal | undefined): Promise<unknown> {
+  #submit(kind: CallKind, request: HostRequest, signal: CancelSignal | undefined): Promise<unknown> {
     const call = new Call(kind, request, signal);
     const promise = new Promise<unknown>((resolve, reject) => {
       call.resolve = resolve;
       call.reject = reject;
     });
-    if (signal !== undefined && !this.#abortListeners.has(signal)) {
-      const listener = (): void => this.#aborted(signal);
-      this.#abortListeners.set(signal, listener);
-      signal.addEventListener('abort', listener, { once: true });
-    }
-    if (this.#current !== undefined) this.#queue.push(call);
-    else if (this.#post(call)) {
-      this.#current = call;
-      this.#health.busy = true;
+    if (signal !== undefined) this.#listen(signal);
+    this.#active++;
+    this.#health.busy = true;
+    if (this.#inFlight.length === 0 && this.#outbox.length === 0) {
+      // The worker is idle: nothing to wait for, nothing to batch with.
+      this.#send([call]);
+    } else {
+      // The worker is busy: the calls of this turn go together.
+      this.#outbox.push(call);
+      this.#flush ??= setImmediate(this.#flushOutbox);
     }
     return promise;
   }
 
-  /** Sends the call's request; a parameter that cannot be cloned rejects the call instead. */
-  #post(call: Call): boolean {
-    if (call.request === undefined) return true;
+  readonly #flushOutbox = (): void => {
+    this.#flush = undefined;
+    if (this.#lost !== undefined) return;
+    const room = SLOT_COUNT - this.#inFlight.length;
+    if (room <= 0 || this.#outbox.length === 0) return;
+    const calls = this.#outbox.length <= room ? this.#outbox : this.#outbox.slice(0, room);
+    this.#outbox = this.#outbox.length <= room ? [] : this.#outbox.slice(room);
+    this.#send(calls);
+  };
+
+  /** Numbers the calls, marks their slots pending, and posts them as one batch. */
+  #send(calls: Call[]): void {
+    const slots = this.#slots;
+    const requests = new Array<HostRequest>(calls.length);
+    let seq = this.#seq;
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i]!;
+      seq = nextSequence(seq);
+      call.seq = seq;
+      Atomics.store(slots, seq % SLOT_COUNT, seq);
+      requests[i] = call.request;
+    }
     try {
-      this.#worker.postMessage(call.request);
-      return true;
+      this.#worker.postMessage(requests);
     } catch (error) {
-      this.#unlisten(call.signal);
-      call.reject(notCloneable(call.request, error));
-      return false;
+      // Nothing was sent. Find the call that cannot be cloned: send the others one by one.
+      for (const call of calls) call.seq = 0;
+      if (calls.length === 1) this.#settle(calls[0]!).reject(notCloneable(calls[0]!.request, error));
+      else for (const call of calls) this.#send([call]);
+      return;
     }
+    this.#seq = seq;
+    for (const call of calls) this.#inFlight.push(call);
   }
 
-  /** The current call got its reply: the next one in line goes to the worker. */
-  #finish(call: Call): void {
-    this.#current = undefined;
-    for (let next = this.#queue.shift(); next !== undefined; next = this.#queue.shift()) {
-      if (this.#post(next)) {
-        this.#current = next;
-        break;
-      }
+  /** The caller of `call` gets its answer now (returned: call `.resolve` or `.reject` on it). */
+  #settle(call: Call): Call {
+    call.settled = true;
+    this.#active--;
+    this.#health.busy = this.#active > 0;
+    if (call.signal !== undefined) this.#unlisten(call.signal);
+    return call;
+  }
+
+  #listen(signal: CancelSignal): void {
+    const known = this.#listeners.get(signal);
+    if (known !== undefined) {
+      known.calls++;
+      return;
     }
-    this.#health.busy = this.#current !== undefined;
-    this.#unlisten(call.signal);
+    const listener = (): void => this.#aborted(signal);
+    this.#listeners.set(signal, { listener, calls: 1 });
+    signal.addEventListener('abort', listener, { once: true });
   }
 
-  /** Stops listening to `signal` unless another pending call still uses it. */
-  #unlisten(signal: CancelSignal | undefined): void {
-    if (signal === undefined || this.#current?.signal === signal) return;
-    for (const queued of this.#queue) if (queued.signal === signal) return;
-    this.#stopListening(signal);
-  }
-
-  #stopListening(signal: CancelSignal): void {
-    const listener = this.#abortListeners.get(signal);
-    if (listener === undefined) return;
-    this.#abortListeners.delete(signal);
-    signal.removeEventListener('abort', listener);
+  #unlisten(signal: CancelSignal): void {
+    const known = this.#listeners.get(signal);
+    if (known === undefined || --known.calls > 0) return;
+    this.#listeners.delete(signal);
+    signal.removeEventListener('abort', known.listener);
   }
 
   #onReply(reply: WorkerReply): void {
-    const call = this.#current;
-    if (call === undefined) return; // the reply of a call given up on
+    if (this.#opening !== undefined) {
+      this.#onOpenReply(this.#opening, reply);
+      return;
+    }
+    const call = this.#inFlight.shift();
+    if (call === undefined) return;
+    if (this.#outbox.length > 0 && this.#flush === undefined) this.#flush = setImmediate(this.#flushOutbox);
     switch (reply.kind) {
       case 'result': {
         this.#mayBeInTransaction = reply.inTransaction ?? true;
-        this.#finish(call);
+        if (call.settled) return;
         const result: StatementResult<Record<string, unknown>> = {
           rows: toObjects(reply.columns, reply.rows),
           affectedRows: toBigInt(reply.affectedRows),
           insertId: toBigInt(reply.insertId),
         };
-        call.resolve(result);
+        this.#settle(call).resolve(result);
         return;
       }
       case 'done':
         if (call.kind === 'reset') this.#mayBeInTransaction = false;
-        this.#finish(call);
-        call.resolve(undefined);
+        if (!call.settled) this.#settle(call).resolve(undefined);
+        return;
+      case 'skipped':
+        // Only calls given up on are skipped, and they are settled already.
+        if (!call.settled) this.#settle(call).reject(this.#notStarted(undefined));
         return;
       case 'opened':
-        this.#finish(call);
-        call.resolve(this);
         return;
       case 'failed': {
-        if (call.kind === 'open') {
-          // The worker ends by itself after a failed start; terminate makes sure of it.
-          this.#health.retire();
-          this.#closing = true;
-          this.#terminate();
-          this.#finish(call);
-          call.reject(
-            reply.stage === 'load'
-              ? new OffloadModuleError(
-                  `The ${this.#name} driver module could not be loaded in a worker thread (${reply.error.code ?? reply.error.name}): ${reply.error.message}`,
-                  { cause: reply.error },
-                )
-              : this.#translate(reply.error),
-          );
-          return;
-        }
         // The driver does not say whether a failed statement left a transaction open.
         this.#mayBeInTransaction = true;
-        this.#finish(call);
         const error = this.#translate(reply.error);
         // A connection that cannot be reset cannot be trusted.
         if (call.kind === 'reset') this.#health.markBroken(error);
-        call.reject(error);
+        if (!call.settled) this.#settle(call).reject(error);
         return;
       }
     }
+  }
+
+  #onOpenReply(opening: Opening, reply: WorkerReply): void {
+    this.#opening = undefined;
+    opening.signal.removeEventListener('abort', opening.onAbort);
+    if (reply.kind === 'opened') {
+      opening.resolve(this);
+      return;
+    }
+    // The worker ends by itself after a failed start; terminate makes sure of it.
+    this.#health.retire();
+    this.#closing = true;
+    this.#terminate();
+    if (reply.kind !== 'failed') {
+      opening.reject(new ConnectionError('CONNECTION_FAILED', `The ${this.#name} worker thread answered out of turn while opening.`, { cause: reply }));
+      return;
+    }
+    opening.reject(
+      reply.stage === 'load'
+        ? new OffloadModuleError(
+            `The ${this.#name} driver module could not be loaded in a worker thread (${reply.error.code ?? reply.error.name}): ${reply.error.message}`,
+            { cause: reply.error },
+          )
+        : this.#translate(reply.error),
+    );
   }
 
   #translate(shape: BlockingErrorShape): SluiceError {
@@ -404,68 +495,110 @@ class WorkerConnection implements OffloadedConnection {
     return new SluiceError('QUERY_FAILED', `The ${this.#name} driver failed (${shape.code ?? shape.name}).`, { cause: shape });
   }
 
-  /** A signal of a pending call aborted (its deadline passed, or its caller gave up). */
-  #aborted(signal: CancelSignal): void {
-    this.#stopListening(signal);
-    const reason: unknown = signal.reason;
-    const current = this.#current;
-    if (current === undefined || current.signal !== signal) {
-      // Only calls still waiting their turn: they never reached the worker.
-      for (let i = this.#queue.length - 1; i >= 0; i--) {
-        const queued = this.#queue[i]!;
-        if (queued.signal === signal) {
-          this.#queue.splice(i, 1);
-          queued.reject(reason);
-        }
-      }
-      return;
+  /**
+   * Gives the call up if it has not started: in the outbox, or in the worker's queue (its
+   * slot swapped to 0 before the worker swapped it to started). True if so.
+   */
+  #withdraw(call: Call): boolean {
+    if (call.seq === 0) {
+      const index = this.#outbox.indexOf(call);
+      if (index !== -1) this.#outbox.splice(index, 1);
+      return true;
     }
-    // The worker is busy with it, perhaps inside a native call nothing can interrupt: end
-    // the thread, and answer the caller now rather than when the thread is gone.
-    if (current.kind === 'open') {
-      this.#health.retire();
-      this.#closing = true;
-    } else {
-      this.#health.markBroken(
+    return Atomics.compareExchange(this.#slots, call.seq % SLOT_COUNT, call.seq, 0) === call.seq;
+  }
+
+  /** A signal of pending calls aborted (their deadline passed, or their caller gave up). */
+  #aborted(signal: CancelSignal): void {
+    const known = this.#listeners.get(signal);
+    if (known !== undefined) {
+      this.#listeners.delete(signal);
+      signal.removeEventListener('abort', known.listener);
+    }
+    const reason: unknown = signal.reason;
+    const abandoned: Call[] = [];
+    let running = false;
+    for (const call of [...this.#outbox, ...this.#inFlight]) {
+      if (call.settled || call.signal !== signal) continue;
+      // Not started: it never will. Started and done: its reply is on the way, dropped.
+      // Still running, perhaps inside a native call nothing can interrupt: end the thread.
+      if (!this.#withdraw(call) && Atomics.load(this.#slots, call.seq % SLOT_COUNT) === -call.seq) running = true;
+      call.settled = true;
+      abandoned.push(call);
+    }
+    if (running) {
+      // While the abandoned calls still count as busy: their callers hear, not onBroken.
+      this.#lose(
         new ConnectionLostError(
           `A ${this.#name} statement was abandoned (its deadline passed or it was aborted), so its worker thread was terminated.`,
           { cause: reason },
         ),
       );
     }
-    this.#terminate();
-    this.#current = undefined;
-    this.#health.busy = false;
-    current.reject(reason);
-    this.#rejectAll(new ConnectionLostError(`The ${this.#name} connection was lost: a statement before this one was abandoned.`, { cause: reason }), reason, signal);
+    this.#active -= abandoned.length;
+    this.#health.busy = this.#active > 0;
+    for (const call of abandoned) call.reject(reason);
   }
 
-  /** The thread failed (`error`) or exited (`exit`). Only the first report counts. */
-  #onThreadLost(error: unknown, exitCode: number | undefined): void {
-    if (this.#gone) return;
-    this.#gone = true;
-    if (this.#closing && this.#current === undefined) return; // closed on purpose
-    const why = describeExit(error, exitCode);
-    const lost =
-      this.#current?.kind === 'open'
-        ? new ConnectionError('CONNECTION_FAILED', `The ${this.#name} worker thread exited before its connection opened (${why}).`, { cause: error })
-        : new ConnectionLostError(`The ${this.#name} worker thread exited (${why}); its connection is lost.`, { cause: error });
-    // Idle: the onBroken listeners hear it (the pool evicts). Busy: the caller hears below.
+  /**
+   * The thread is going away (terminated here, or it failed): calls that never started
+   * reject with NOT_STARTED now; those that started wait for their replies, or for the
+   * thread's exit, which rejects the one still running with `lost`.
+   */
+  #lose(lost: ConnectionLostError): void {
+    if (this.#lost !== undefined) return;
+    this.#lost = lost;
+    // Idle: the onBroken listeners hear it (the pool evicts). Busy: the callers hear below.
     this.#health.markBroken(lost);
-    this.#rejectAll(lost);
+    this.#terminate();
+    if (this.#flush !== undefined) clearImmediate(this.#flush);
+    this.#flush = undefined;
+    const notStarted = this.#notStarted(lost);
+    for (const call of this.#outbox.splice(0)) if (!call.settled) this.#settle(call).reject(notStarted);
+    for (const call of this.#inFlight) {
+      if (!call.settled && this.#withdraw(call)) this.#settle(call).reject(notStarted);
+    }
   }
 
-  /** Rejects every pending call: with `reason` those on `signal`, with `error` the rest. */
-  #rejectAll(error: unknown, reason?: unknown, signal?: CancelSignal): void {
-    const current = this.#current;
-    this.#current = undefined;
-    this.#health.busy = false;
-    const calls = this.#queue.splice(0);
-    if (current !== undefined) calls.unshift(current);
-    for (const call of calls) {
-      if (call.signal !== undefined) this.#stopListening(call.signal);
-      call.reject(signal !== undefined && call.signal === signal ? reason : error);
+  #onThreadFailed(error: unknown, exitCode: number | undefined): void {
+    if (this.#opening !== undefined) {
+      const opening = this.#opening;
+      this.#opening = undefined;
+      opening.signal.removeEventListener('abort', opening.onAbort);
+      this.#health.retire();
+      this.#closing = true;
+      opening.reject(
+        new ConnectionError('CONNECTION_FAILED', `The ${this.#name} worker thread exited before its connection opened (${describeExit(error, exitCode)}).`, {
+          cause: error,
+        }),
+      );
+      return;
     }
+    this.#lose(this.#lostError(describeExit(error, exitCode), error));
+  }
+
+  /** The thread is gone, its replies all delivered: whatever still waits was running. */
+  #onExit(exitCode: number): void {
+    clearTimeout(this.#graceTimer);
+    if (!this.#gone) {
+      this.#gone = true;
+      if (this.#lost === undefined && !(this.#closing && this.#active === 0)) this.#onThreadFailed(undefined, exitCode);
+      const lost = this.#lost ?? this.#closedError();
+      for (const call of this.#inFlight.splice(0)) if (!call.settled) this.#settle(call).reject(lost);
+      for (const call of this.#outbox.splice(0)) if (!call.settled) this.#settle(call).reject(this.#notStarted(lost));
+    }
+    this.#markExited();
+  }
+
+  #lostError(why: string, cause: unknown): ConnectionLostError {
+    return new ConnectionLostError(`The ${this.#name} worker thread exited (${why}); its connection is lost.`, { cause });
+  }
+
+  #notStarted(cause: unknown): NotStartedError {
+    return new NotStartedError(
+      `The ${this.#name} statement never started: its worker thread was lost first. It did not reach the database, so it is safe to retry.`,
+      { cause },
+    );
   }
 
   #terminate(): void {

@@ -1,16 +1,18 @@
 /**
  * The code each offload worker thread runs: imports the hosted module, opens one connection
- * with its `open`, then serves the host's requests one at a time, synchronously. Whatever
- * the module throws goes back as a `BlockingErrorShape` (name, message, code, errno only).
+ * with its `open`, then serves the host's batches of requests one request at a time, in
+ * order, synchronously, replying to each as soon as it is done. Whatever the module throws
+ * goes back as a `BlockingErrorShape` (name, message, code, errno only).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { BlockingConnection, BlockingErrorShape, OpenBlockingConnection } from './blocking-driver.js';
-import type { FailureStage, HostRequest, WorkerReply, WorkerStart } from './protocol.js';
+import { type FailureStage, type HostBatch, type HostRequest, nextSequence, SLOT_COUNT, type WorkerReply, type WorkerStart } from './protocol.js';
 
 const port = parentPort;
 if (port === null) throw new Error('worker-entry is started by the offload host in a worker thread, not run directly.');
 
 const DONE: WorkerReply = { kind: 'done' };
+const SKIPPED: WorkerReply = { kind: 'skipped' };
 
 /** Keeps what the host needs of a thrown value, and nothing that might not clone. */
 function toShape(error: unknown): BlockingErrorShape {
@@ -119,7 +121,25 @@ async function main(): Promise<void> {
     reply(fail('open', error));
     return;
   }
-  port!.on('message', (request: HostRequest) => serve(connection, request));
+  const slots = new Int32Array(start.slots);
+  let seq = 0;
+  port!.on('message', (batch: HostBatch) => {
+    for (const request of batch) {
+      if (request.kind === 'close') serve(connection, request);
+      seq = nextSequence(seq);
+      const slot = seq % SLOT_COUNT;
+      // Started from here on, unless the host gave the request up first (see protocol.ts).
+      if (Atomics.compareExchange(slots, slot, seq, -seq) !== seq) {
+        reply(SKIPPED);
+        continue;
+      }
+      serve(connection, request);
+      // Done (its reply posted): the host no longer takes it for the running one. A swap,
+      // not a store: once the reply is read, the host may already have given the slot to a
+      // newer request, whose mark must stay.
+      Atomics.compareExchange(slots, slot, -seq, 0);
+    }
+  });
   reply({ kind: 'opened' });
 }
 

@@ -27,6 +27,16 @@ export interface SqliteConfig {
 
 type Statement = Database.Statement<unknown[]>;
 
+/** A prepared statement and what is read of it on every run (better-sqlite3's getters cost a native call each). */
+interface Prepared {
+  readonly statement: Statement;
+  readonly reader: boolean;
+  /** A reader's column names, read once (`columns()` allocates on every call). */
+  readonly columns: string[];
+  /** Whether it is an INSERT or REPLACE, which has an insert id. */
+  readonly isInsert: boolean;
+}
+
 /** `INSERT` or `REPLACE` (possibly after a `WITH`): the statements that have an insert id. */
 const INSERTS = /^(?:insert|replace)\b|^with\b[\s\S]*\b(?:insert|replace)\b/i;
 /** Leading whitespace and comments. */
@@ -34,31 +44,44 @@ const LEADING_NOISE = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/;
 
 export const open: OpenBlockingConnection<SqliteConfig> = (config) => {
   const db = openDatabase(config);
-  const cache = new Map<string, Statement>();
+  const cache = new Map<string, Prepared>();
+  /** The most recently used statement's text: already last in the cache, nothing to move. */
+  let latest: string | undefined;
 
-  const prepare = (sql: string): Statement => {
+  const prepare = (sql: string): Prepared => {
     const cached = cache.get(sql);
     if (cached !== undefined) {
-      // Most recently used last: the first key is the one to evict.
-      cache.delete(sql);
-      cache.set(sql, cached);
+      if (sql !== latest) {
+        // Most recently used last: the first key is the one to evict.
+        cache.delete(sql);
+        cache.set(sql, cached);
+        latest = sql;
+      }
       return cached;
     }
     const statement = db.prepare<unknown[]>(sql);
+    const reader = statement.reader;
     // Rows as arrays: the column names cross the thread boundary once per result.
-    if (statement.reader) statement.raw(true);
+    if (reader) statement.raw(true);
+    const prepared: Prepared = {
+      statement,
+      reader,
+      columns: reader ? statement.columns().map((column) => column.name) : [],
+      isInsert: INSERTS.test(sql.replace(LEADING_NOISE, '')),
+    };
     if (config.statementCacheSize > 0) {
-      cache.set(sql, statement);
+      cache.set(sql, prepared);
+      latest = sql;
       if (cache.size > config.statementCacheSize) cache.delete(cache.keys().next().value!);
     }
-    return statement;
+    return prepared;
   };
 
   return {
     run(sql: string, parameters: readonly unknown[]): BlockingResult {
-      let statement: Statement;
+      let prepared: Prepared;
       try {
-        statement = prepare(sql);
+        prepared = prepare(sql);
       } catch (error) {
         // A script of several statements (a schema, say) without parameters runs as one
         // exec, as PostgreSQL's simple query protocol would run it.
@@ -68,16 +91,16 @@ export const open: OpenBlockingConnection<SqliteConfig> = (config) => {
         }
         throw error;
       }
-      const values = parameters.map(toSqliteValue);
-      if (statement.reader) {
+      const { statement } = prepared;
+      const values = toSqliteValues(parameters);
+      if (prepared.reader) {
         const rows = statement.all(...values) as unknown[][];
-        const columns = statement.columns().map((column) => column.name);
-        return { rows, columns, inTransaction: db.inTransaction };
+        return { rows, columns: prepared.columns, inTransaction: db.inTransaction };
       }
       const { changes, lastInsertRowid } = statement.run(...values);
       // SQLite keeps the last rowid of the connection: an INSERT that inserted nothing
       // (ON CONFLICT DO NOTHING) would report an older statement's.
-      const isInsert = changes > 0 && INSERTS.test(sql.replace(LEADING_NOISE, ''));
+      const isInsert = changes > 0 && prepared.isInsert;
       return {
         rows: [],
         columns: [],
@@ -140,6 +163,16 @@ function asOpenError(error: unknown): Error {
 
 function isMultipleStatements(error: unknown): boolean {
   return error instanceof RangeError && /more than one statement/.test(error.message);
+}
+
+/** The parameters as SQLite binds them; the array itself when none needs converting. */
+function toSqliteValues(parameters: readonly unknown[]): readonly unknown[] {
+  for (let i = 0; i < parameters.length; i++) {
+    const value = parameters[i];
+    const type = typeof value;
+    if (type === 'boolean' || type === 'undefined' || value instanceof Date) return parameters.map(toSqliteValue);
+  }
+  return parameters;
 }
 
 /** Converts a parameter to a value SQLite can bind (see the module comment). */

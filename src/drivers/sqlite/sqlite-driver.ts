@@ -2,12 +2,13 @@ import { createRequire } from 'node:module';
 import { isAbsolute } from 'node:path';
 import type { ResourceLimits } from 'node:worker_threads';
 import { InvalidOptionError } from '../../errors.js';
-import type { CancelSignal, ConnectOptions, Driver, DriverConnection, RunOptions, StatementResult } from '../driver.js';
-import { ConnectionError } from '../errors.js';
-import { type OffloadedConnection, startOffloadedConnection } from '../offload/offload-host.js';
+import type { ConnectOptions, Driver, DriverConnection } from '../driver.js';
+import { ConnectionError, ConnectionLostError } from '../errors.js';
+import { startOffloadedConnection } from '../offload/offload-host.js';
 import type { SqliteConfig } from './sqlite-connection.js';
-import { busyError, isFatalSqliteError, translateSqliteError } from './sqlite-errors.js';
-import { statementKind } from './statement-kind.js';
+import { isFatalSqliteError, translateSqliteError } from './sqlite-errors.js';
+import { SqliteSession } from './sqlite-session.js';
+import { WorkerSet, WRITER } from './worker-set.js';
 import { releaseWriterLock, WriterLock, writerLockFor } from './writer-lock.js';
 
 /** Settings for `SqliteDriver`. */
@@ -27,6 +28,12 @@ export interface SqliteDriverConfig {
   readonly bigints?: boolean;
   /** Heap limits of each worker thread. */
   readonly resourceLimits?: ResourceLimits;
+  /**
+   * Worker threads, shared by all the driver's sessions. Default 4 for a file (one writes at
+   * a time, the others read beside it; each has its own heap and page cache), and 1 for
+   * `:memory:`, which must be 1: a second worker would open its own, empty, database.
+   */
+  readonly workers?: number;
 }
 
 const MEMORY = ':memory:';
@@ -35,25 +42,23 @@ const MEMORY = ':memory:';
 const WORKER_MODULE = new URL(import.meta.url.endsWith('.ts') ? './sqlite-connection.ts' : './sqlite-connection.js', import.meta.url);
 
 /**
- * SQLite through better-sqlite3, each connection a worker thread of the offload host: a
- * statement blocks its worker, never the event loop, and one past its deadline gets its
- * worker terminated (the pool replaces it).
+ * SQLite through better-sqlite3 in worker threads of the offload host: a statement blocks
+ * its worker, never the event loop, and one past its deadline gets its worker terminated
+ * (and replaced).
  *
- * SQLite lets one connection write at a time. The driver queues writers in the process
- * (first come, first served) instead of letting them spin on SQLITE_BUSY: a statement
- * that writes holds the lock while it runs, a transaction from its BEGIN until its end.
- * Reads run beside them on other workers (WAL).
+ * The driver owns a small set of workers (`workers`, started lazily); what `connect()` gives
+ * the pool is a session over them (see `SqliteSession`), so the pool's `max` bounds callers,
+ * not threads, and many sessions' statements are pipelined to the same workers. SQLite lets
+ * one connection write at a time: autocommit writes all go to one worker, and a transaction
+ * waits for them to drain, in a write lock shared per database file in this process.
  */
 export class SqliteDriver implements Driver {
   readonly dialect = 'sqlite';
-  /**
-   * The most connections this database can be served by: 1 for `:memory:` (each
-   * connection would see its own, empty, database), else unbounded.
-   */
-  readonly maxConnections: number;
+  /** The worker threads its sessions share. */
+  readonly workers: number;
   readonly #config: SqliteConfig;
-  readonly #resourceLimits: ResourceLimits | undefined;
   readonly #lock: WriterLock;
+  readonly #set: WorkerSet;
   #closed = false;
 
   constructor(config: SqliteDriverConfig) {
@@ -70,40 +75,78 @@ export class SqliteDriver implements Driver {
     if (!Number.isSafeInteger(statementCacheSize) || statementCacheSize < 0) {
       throw new InvalidOptionError('statementCacheSize', 'must be a whole number, 0 or more');
     }
+    const workers = config.workers ?? (path === MEMORY ? 1 : 4);
+    if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64) {
+      throw new InvalidOptionError('workers', 'must be a whole number from 1 to 64');
+    }
+    if (path === MEMORY && workers !== 1) {
+      throw new InvalidOptionError(
+        'workers',
+        'a sqlite::memory: database lives in a single worker (a second one would see its own empty database): leave workers out, or set it to 1.',
+      );
+    }
+    this.workers = workers;
     this.#config = { path, busyTimeoutMs, statementCacheSize, bigints: config.bigints === true };
-    this.#resourceLimits = config.resourceLimits;
-    this.maxConnections = path === MEMORY ? 1 : Infinity;
+    const resourceLimits = config.resourceLimits;
+    const sqliteConfig = this.#config;
+    this.#set = new WorkerSet(workers, (signal) => {
+      assertInstalled(path);
+      return startOffloadedConnection<SqliteConfig>(
+        {
+          module: WORKER_MODULE,
+          config: sqliteConfig,
+          translateError: (error) => translateSqliteError(error, path),
+          name: 'sqlite',
+          ...(resourceLimits !== undefined ? { resourceLimits } : {}),
+        },
+        { signal },
+      );
+    });
     // Every :memory: database is its own; files share one lock per path in the process.
     this.#lock = path === MEMORY ? new WriterLock() : writerLockFor(path);
   }
 
+  /**
+   * A new session. Resolves once a worker is open, so a database that cannot be opened
+   * fails here, at connect (CANNOT_OPEN, permanent), as with the other databases.
+   */
   async connect({ signal }: ConnectOptions): Promise<DriverConnection> {
     if (signal.aborted) throw signal.reason;
-    const target = this.#config.path;
-    assertInstalled(target);
-    const inner = await startOffloadedConnection<SqliteConfig>(
-      {
-        module: WORKER_MODULE,
-        config: this.#config,
-        translateError: (error) => translateSqliteError(error, target),
-        name: 'sqlite',
-        ...(this.#resourceLimits !== undefined ? { resourceLimits: this.#resourceLimits } : {}),
-      },
-      { signal },
-    );
-    return new SqliteConnection(inner, this.#lock, this.#config.busyTimeoutMs, target);
+    if (this.#closed) throw new ConnectionLostError('The SQLite driver is closed.', { cause: undefined });
+    assertInstalled(this.#config.path);
+    await untilOpen(this.#set.connection(WRITER), signal);
+    return new SqliteSession(this.#set, this.#lock, this.#config.busyTimeoutMs, this.#config.path);
   }
 
   isFatal(error: unknown): boolean {
     return isFatalSqliteError(error);
   }
 
-  /** Lets go of the shared write lock's registration. Connections are closed by their owner. */
+  /** Closes the workers (after the pool closed the sessions) and lets go of the write lock's registration. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#set.close();
     if (this.#config.path !== MEMORY) releaseWriterLock(this.#config.path);
   }
+}
+
+/** Resolves once the worker is open; rejects with the signal's reason if it aborts first. */
+function untilOpen(opening: Promise<unknown>, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    opening.then(
+      () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 let installed = false;
@@ -120,121 +163,5 @@ function assertInstalled(target: string): void {
       `Cannot open SQLite database ${target}: the better-sqlite3 package is not installed (npm install better-sqlite3).`,
       { cause: error },
     );
-  }
-}
-
-/**
- * One worker's connection, behind the database's write lock. A statement that writes
- * takes the lock for as long as it runs; a BEGIN takes it until COMMIT, ROLLBACK or END
- * (or until the connection is reset or closed); reads never wait for it.
- *
- * A worker terminated while it holds the lock (a deadline passed) keeps SQLite's own lock
- * on the file until its thread is gone (a statement in native code runs to its end), so
- * the lock passes on only once the worker has exited: the next writer then starts at once
- * instead of spinning on SQLITE_BUSY.
- */
-class SqliteConnection implements DriverConnection {
-  readonly #inner: OffloadedConnection;
-  readonly #lock: WriterLock;
-  readonly #busyTimeoutMs: number;
-  readonly #target: string;
-  /** Whether this connection holds the lock, and for how long. */
-  #holding: 'no' | 'statement' | 'transaction' = 'no';
-  /** Set when a statement failed in a way that leaves the worker's connection untrustworthy. */
-  #fatal = false;
-
-  constructor(inner: OffloadedConnection, lock: WriterLock, busyTimeoutMs: number, target: string) {
-    this.#inner = inner;
-    this.#lock = lock;
-    this.#busyTimeoutMs = busyTimeoutMs;
-    this.#target = target;
-  }
-
-  get broken(): boolean {
-    return this.#fatal || this.#inner.broken;
-  }
-
-  onBroken(listener: (error: unknown) => void): void {
-    this.#inner.onBroken(listener);
-  }
-
-  async run<Row>(sql: string, parameters: readonly unknown[], options?: RunOptions): Promise<StatementResult<Row>> {
-    const kind = statementKind(sql);
-    if (this.#holding === 'transaction' || kind === 'read' || kind === 'end') {
-      // Inside our own transaction, a read, or an END with no transaction of ours (which
-      // SQLite refuses on its own): no lock to take.
-      const result = await this.#run<Row>(sql, parameters, options);
-      if (kind === 'end') this.#releaseLock();
-      return result;
-    }
-    await this.#takeLock(options?.signal);
-    this.#holding = kind === 'begin' ? 'transaction' : 'statement';
-    let opened = false;
-    try {
-      const result = await this.#run<Row>(sql, parameters, options);
-      opened = kind === 'begin';
-      return result;
-    } finally {
-      if (!opened) this.#releaseLock();
-    }
-  }
-
-  async ping(options?: RunOptions): Promise<void> {
-    await this.#inner.ping(options);
-  }
-
-  async reset(): Promise<void> {
-    try {
-      await this.#inner.reset();
-    } catch (error) {
-      this.#fatal = true;
-      throw error;
-    } finally {
-      // Rolled back, or about to be closed: either way this connection writes no more.
-      this.#releaseLock();
-    }
-  }
-
-  async close(): Promise<void> {
-    // A transaction still open is rolled back as the worker closes its database.
-    const closing = this.#inner.close();
-    this.#releaseLock(true);
-    await closing;
-  }
-
-  async #run<Row>(sql: string, parameters: readonly unknown[], options: RunOptions | undefined): Promise<StatementResult<Row>> {
-    try {
-      return await this.#inner.run<Row>(sql, parameters, options);
-    } catch (error) {
-      if (isFatalSqliteError(error)) this.#fatal = true;
-      throw error;
-    }
-  }
-
-  async #takeLock(signal: CancelSignal | undefined): Promise<void> {
-    await this.#lock.acquire(signal, this.#busyTimeoutMs, () =>
-      busyError(
-        `SQLite database ${this.#target}: waited ${this.#busyTimeoutMs} ms (busyTimeoutMs) for its turn at the write lock, ` +
-          'which other writers of this process held all that time. Keep transactions short, or retry.',
-        { cause: undefined },
-      ),
-    );
-  }
-
-  /**
-   * Gives the lock back if this connection holds it: at once if its worker is healthy,
-   * else (or when `afterExit`) once the worker's thread is gone: it holds SQLite's file
-   * lock until then.
-   */
-  #releaseLock(afterExit = false): void {
-    if (this.#holding === 'no') return;
-    this.#holding = 'no';
-    const lock = this.#lock;
-    if (!afterExit && !this.#inner.broken && !this.#fatal) {
-      lock.release();
-      return;
-    }
-    const release = (): void => lock.release();
-    this.#inner.exited.then(release, release);
   }
 }

@@ -15,6 +15,11 @@ const FIRST_WORD = /^[a-z]+/i;
 const WRITES = /\b(?:insert|update|delete|replace)\b/i;
 /** A `;` followed by more than whitespace: a script of several statements. */
 const SEVERAL = /;(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*[^\s;]/;
+/**
+ * A BEGIN or SAVEPOINT starting any statement of a script: the script may leave a
+ * transaction open, so it must pin its worker like a BEGIN (workers are shared by sessions).
+ */
+const OPENS_TRANSACTION = /(?:^|;)(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(?:begin|savepoint)\b/i;
 /** `PRAGMA [schema.]name [= value | (argument)]`. */
 const PRAGMA = /^pragma\s+(?:[\w"`[\]]+\s*\.\s*)?(\w+)\s*(=|\()?/i;
 /** PRAGMAs that read, even with an argument: `PRAGMA table_info(person)`. */
@@ -33,8 +38,24 @@ const READ_PRAGMAS_WITH_ARGUMENT = new Set([
 /** PRAGMAs that write without any argument. */
 const WRITE_PRAGMAS = new Set(['optimize', 'wal_checkpoint', 'incremental_vacuum', 'shrink_memory']);
 
+/** Kinds of recent statement texts: an application runs the same few texts over and over. */
+const cache = new Map<string, StatementKind>();
+const CACHE_SIZE = 500;
+
 export function statementKind(sql: string): StatementKind {
+  let kind = cache.get(sql);
+  if (kind === undefined) {
+    kind = classify(sql);
+    // Cleared when full rather than kept in LRU order: cheaper, and refilled at once.
+    if (cache.size >= CACHE_SIZE) cache.clear();
+    cache.set(sql, kind);
+  }
+  return kind;
+}
+
+function classify(sql: string): StatementKind {
   const text = sql.replace(LEADING_NOISE, '');
+  if (SEVERAL.test(text) && OPENS_TRANSACTION.test(text)) return 'begin';
   const word = FIRST_WORD.exec(text)?.[0].toLowerCase();
   switch (word) {
     case 'begin':
