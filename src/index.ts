@@ -12,7 +12,20 @@ export {
   TransactionRolledBackError,
   UniqueViolationError,
 } from './drivers/errors.js';
-export type { DriverConnection, StatementResult } from './drivers/driver.js';
+export type { CancelSignal, DriverConnection, RunOptions, StatementResult } from './drivers/driver.js';
+// Hosting a blocking driver of your own in worker threads (see blocking-driver.ts).
+export type {
+  BlockingConnection,
+  BlockingErrorShape,
+  BlockingResult,
+  OpenBlockingConnection,
+} from './drivers/offload/blocking-driver.js';
+export {
+  OffloadModuleError,
+  startOffloadedConnection,
+  type OffloadedConnection,
+  type OffloadWorkerOptions,
+} from './drivers/offload/offload-host.js';
 export {
   connect,
   type ConnectOptions,

@@ -61,7 +61,11 @@ export interface DriverConnection {
   ): AsyncIterableIterator<Row[]>;
   /** Checks the connection answers. Rejects when it does not. */
   ping(options?: RunOptions): Promise<void>;
-  /** Makes the connection safe for its next user: rolls back a transaction left open. */
+  /**
+   * Makes the connection safe for its next user: rolls back a transaction left open.
+   * Rejects (the connection is then destroyed) when that cannot finish within the driver's
+   * cancel grace period, so nothing above needs a timer on every release.
+   */
   reset(): Promise<void>;
   /** Closes the connection. Never rejects. */
   close(): Promise<void>;

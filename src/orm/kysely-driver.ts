@@ -6,7 +6,6 @@ import {
   type TransactionSettings,
 } from 'kysely';
 import type { CancelSignal, Driver, DriverConnection, StatementResult } from '../drivers/driver.js';
-import { within } from '../drivers/time-limit.js';
 import { InvalidOptionError, SluiceError } from '../errors.js';
 import { type Lease, type Pool, PoolCreateError } from '../pool/index.js';
 import { anySignal, currentDeadline, type Deadline, statementSignal, withoutDeadline } from './deadline-scope.js';
@@ -189,13 +188,6 @@ function toQueryResult<R>(result: StatementResult<R>): QueryResult<R> {
   };
 }
 
-/**
- * How long giving a connection back may wait for its reset (a ROLLBACK of a transaction
- * left open) before destroying it instead: a server that takes this long to roll back is
- * not answering, and the server rolls back a closed connection's transaction anyway.
- */
-const RESET_TIMEOUT_MS = 5_000;
-
 /** Returns a connection to the pool clean (an open transaction rolled back), or destroys it. Never rejects. */
 async function giveBack(lease: Lease<DriverConnection>): Promise<void> {
   if (lease.released) return;
@@ -204,8 +196,9 @@ async function giveBack(lease: Lease<DriverConnection>): Promise<void> {
   if (clean) {
     try {
       // Drivers take deadlines only as signals, never from the scope: nothing to step out of.
-      // A reset that does not finish in time leaves the connection in doubt, like one that fails.
-      clean = (await within(resource.reset().then(() => true), RESET_TIMEOUT_MS)) === true;
+      // A driver bounds its own reset (its cancel grace period): one that fails, or does not
+      // finish in time, leaves the connection in doubt.
+      await resource.reset();
     } catch {
       // A connection that cannot be reset cannot be trusted.
       clean = false;

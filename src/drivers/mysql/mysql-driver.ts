@@ -458,7 +458,9 @@ class MysqlConnection implements DriverConnection {
 
   async reset(): Promise<void> {
     if (this.#health.broken) return;
-    if (this.#mayBeInTransaction) await this.run('ROLLBACK', []);
+    // Bounded: a server that does not answer a ROLLBACK within the grace period leaves the
+    // connection in doubt (the rejection makes the pool destroy it).
+    if (this.#mayBeInTransaction) await this.run('ROLLBACK', [], { signal: AbortSignal.timeout(this.#cancelGraceMs) });
   }
 
   async close(): Promise<void> {

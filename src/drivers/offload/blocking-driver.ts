@@ -8,7 +8,7 @@
  *
  * ```ts
  * // my-driver.ts
- * import type { OpenBlockingConnection } from 'sluice/offload';
+ * import type { OpenBlockingConnection } from 'sluice';
  * export const open: OpenBlockingConnection<{ path: string }> = (config) => ({ run, close });
  * ```
  *

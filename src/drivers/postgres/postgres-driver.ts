@@ -329,7 +329,9 @@ class PostgresConnection implements DriverConnection {
 
   async reset(): Promise<void> {
     if (this.#health.broken) return;
-    if (this.#client.getTransactionStatus() !== 'I') await this.run('ROLLBACK', []);
+    // Bounded: a server that does not answer a ROLLBACK within the grace period leaves the
+    // connection in doubt (the rejection makes the pool destroy it).
+    if (this.#client.getTransactionStatus() !== 'I') await this.run('ROLLBACK', [], { signal: AbortSignal.timeout(this.#cancelGraceMs) });
   }
 
   async close(): Promise<void> {
