@@ -35,4 +35,18 @@ export {
   type TransactionOptions,
 } from './orm/connect.js';
 export { withDeadline, type DeadlineOptions } from './orm/deadline-scope.js';
+export {
+  migrate,
+  migrateDown,
+  migrateToLatest,
+  migrateUp,
+  migrationStatus,
+  type MigratableDatabase,
+  type MigrationOptions,
+  type MigrationSource,
+  type MigrationTarget,
+} from './orm/migrate/migrate.js';
+export { MigrationError, MigrationLockTimeoutError, MigrationsInvalidError } from './orm/migrate/migration-errors.js';
+export type { MigrationEvent, MigrationOutcome, MigrationRun, MigrationState } from './orm/migrate/migration-outcome.js';
+export { makeMigration } from './orm/migrate/migration-file.js';
 export { sql } from 'kysely';

@@ -4,20 +4,19 @@ import {
   type DialectAdapter,
   type Driver as KyselyDriver,
   type Kysely,
-  MysqlAdapter,
   MysqlIntrospector,
   MysqlQueryCompiler,
-  PostgresAdapter,
   PostgresIntrospector,
   PostgresQueryCompiler,
   type QueryCompiler,
-  SqliteAdapter,
   SqliteIntrospector,
   SqliteQueryCompiler,
 } from 'kysely';
 import type { Driver, DriverConnection } from '../drivers/driver.js';
 import type { Pool } from '../pool/index.js';
 import { PoolKyselyDriver } from './kysely-driver.js';
+// Kysely's adapters, with a migration lock that holds across processes (see migration-lock.ts).
+import { MysqlMigrationAdapter, PostgresMigrationAdapter, SqliteMigrationAdapter } from './migrate/migration-lock.js';
 
 /**
  * Kysely's SQLite adapter, told that this SQLite has several connections: Kysely 0.29
@@ -25,7 +24,7 @@ import { PoolKyselyDriver } from './kysely-driver.js';
  * better-sqlite3 handle), which would queue sluice's parallel readers behind a
  * transaction, and deadlock a read through `db` inside one. (0.28 does not ask.)
  */
-class SqliteWorkersAdapter extends SqliteAdapter {
+class SqliteWorkersAdapter extends SqliteMigrationAdapter {
   get supportsMultipleConnections(): boolean {
     return true;
   }
@@ -65,11 +64,11 @@ export class SluiceDialect implements Dialect {
   createAdapter(): DialectAdapter {
     switch (this.#driver.dialect) {
       case 'mysql':
-        return new MysqlAdapter();
+        return new MysqlMigrationAdapter();
       case 'sqlite':
         return new SqliteWorkersAdapter();
       default:
-        return new PostgresAdapter();
+        return new PostgresMigrationAdapter();
     }
   }
 
