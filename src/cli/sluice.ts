@@ -17,6 +17,12 @@ interface ConnectionFlags {
   readonly url?: string;
   readonly folder: string;
   readonly lockTimeout?: string;
+  readonly table?: string;
+}
+
+/** Kysely's table names, from --table: the lock table is named after the migration table. */
+function tables(flags: ConnectionFlags): { readonly migrationTableName?: string; readonly migrationLockTableName?: string } {
+  return flags.table === undefined ? {} : { migrationTableName: flags.table, migrationLockTableName: `${flags.table}_lock` };
 }
 
 /** Where a URL points, without its user or password. */
@@ -77,7 +83,7 @@ async function runMigrations(target: MigrationTarget, flags: ConnectionFlags): P
   const started = performance.now();
   try {
     const timeout = lockTimeoutMs(flags);
-    const run = await migrate(database, { folder, target, onEvent: print, ...(timeout !== undefined ? { lockTimeoutMs: timeout } : {}) });
+    const run = await migrate(database, { folder, target, onEvent: print, ...tables(flags), ...(timeout !== undefined ? { lockTimeoutMs: timeout } : {}) });
     const done = run.results.filter((result) => result.status === 'applied' || result.status === 'reverted');
     if (done.length === 0) console.log('Nothing to do: no migration to run.');
     else {
@@ -107,7 +113,7 @@ async function runMigrations(target: MigrationTarget, flags: ConnectionFlags): P
 async function printStatus(flags: ConnectionFlags): Promise<void> {
   const { database, where } = open(flags);
   try {
-    const states = await migrationStatus(database, { folder: path.resolve(flags.folder) });
+    const states = await migrationStatus(database, { folder: path.resolve(flags.folder), ...tables(flags) });
     console.log(`Migrations of ${where}:`);
     if (states.length === 0) console.log('  (none in the folder)');
     for (const state of states) {
@@ -124,7 +130,8 @@ function withConnectionFlags(command: Command): Command {
   return command
     .addOption(new Option('--url <url>', 'database URL (postgres://, mysql://, sqlite:./app.db); default: $DATABASE_URL'))
     .option('--folder <dir>', 'folder of migration files', './migrations')
-    .option('--lock-timeout <seconds>', 'how long to wait for another run to finish (default 900)');
+    .option('--lock-timeout <seconds>', 'how long to wait for another run to finish (default 900)')
+    .option('--table <name>', 'the table recording applied migrations (default kysely_migration; its lock table: <name>_lock)');
 }
 
 export function program(): Command {

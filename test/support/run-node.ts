@@ -26,3 +26,34 @@ export async function runNode(args: readonly string[], guardMs = 15_000): Promis
   clearTimeout(killer);
   return { code, signal, stdout, stderr };
 }
+
+/** A child Node process started by `startNode`, its output so far, and its end. */
+export interface RunningChild {
+  /** What it has printed so far. */
+  output(): { readonly stdout: string; readonly stderr: string };
+  readonly exited: Promise<ChildOutcome>;
+}
+
+/**
+ * Starts `node --import tsx <args>` and returns at once, for tests that watch a process while
+ * it runs (two processes racing for a lock). `env` is added to this process's environment.
+ * The kill after `guardMs` is a guard against a hang, as in `runNode`.
+ */
+export function startNode(args: readonly string[], options: { readonly env?: Readonly<Record<string, string>>; readonly guardMs?: number } = {}): RunningChild {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...options.env },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), options.guardMs ?? 15_000);
+  const exited = new Promise<ChildOutcome>((resolve) =>
+    child.on('close', (code, signal) => {
+      clearTimeout(killer);
+      resolve({ code, signal, stdout, stderr });
+    }),
+  );
+  return { output: () => ({ stdout, stderr }), exited };
+}

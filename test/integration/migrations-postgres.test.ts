@@ -1,0 +1,17 @@
+import { describe, inject } from 'vitest';
+import { migrationScenarios } from './migration-scenarios.js';
+
+const url = inject('backends').postgres;
+
+describe.skipIf(url === '')('migrations over PostgreSQL (real server)', () => {
+  migrationScenarios({
+    url: async () => url,
+    transactionalDdl: true,
+    // Trust authentication ignores it: the CLI must still never print it.
+    urlWithPassword: (plain) => {
+      const withPassword = new URL(plain);
+      withPassword.password = 'hunter2';
+      return withPassword.toString();
+    },
+  });
+});
