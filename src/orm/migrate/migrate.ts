@@ -1,8 +1,6 @@
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  FileMigrationProvider,
   type Migration,
   type MigrationProvider,
   type MigrationResult,
@@ -13,6 +11,7 @@ import { SluiceError } from '../../errors.js';
 import { checkMilliseconds } from '../../pool/options.js';
 import type { Database } from '../connect.js';
 import { withDeadline } from '../deadline-scope.js';
+import { FolderMigrationProvider } from './folder-provider.js';
 import { MigrationError, MigrationLockTimeoutError, MigrationsInvalidError } from './migration-errors.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, lockSettings } from './migration-lock.js';
 import type { MigrationEvent, MigrationOutcome, MigrationRun, MigrationState } from './migration-outcome.js';
@@ -127,7 +126,7 @@ function isBusy(error: unknown): boolean {
 function migratorFor(database: MigratableDatabase, options: MigrationOptions, timings: Map<string, number>): Migrator {
   const source: MigrationProvider =
     options.provider ??
-    new FileMigrationProvider({ fs, path, migrationFolder: path.resolve(checkFolder(options.folder)) });
+    new FolderMigrationProvider(path.resolve(checkFolder(options.folder)));
   return new Migrator({
     db: database.db,
     provider: timed(source, options.onEvent, timings),
