@@ -24,14 +24,15 @@ export class MigrationError extends SluiceError {
   }
 }
 
-/** Another migration held the lock for longer than `lockTimeoutMs`: nothing ran. */
+/** Another migration (on SQLite, any writer) held the lock for longer than `lockTimeoutMs`: nothing ran. */
 export class MigrationLockTimeoutError extends SluiceError {
   readonly timeoutMs: number;
 
   constructor(timeoutMs: number, cause?: unknown) {
     super(
       'MIGRATION_LOCK_TIMEOUT',
-      `Waited ${timeoutMs} ms (lockTimeoutMs) for the migration lock, which another migration run held all that time. Nothing was migrated.`,
+      `Waited ${timeoutMs} ms (lockTimeoutMs) for the migration lock, which another migration run held all that time ` +
+        '(on SQLite: any writer, since the lock is the write lock). Nothing was migrated.',
       { cause },
     );
     this.timeoutMs = timeoutMs;
