@@ -1,0 +1,36 @@
+import type {
+  KyselyPlugin,
+  PluginTransformQueryArgs,
+  PluginTransformResultArgs,
+  QueryResult,
+  RootOperationNode,
+  UnknownRow,
+} from 'kysely';
+import { type AnyModelClass, hydrate } from './model.js';
+
+/**
+ * Turns every row a query returns into an instance of `model`. What lets
+ * `users.selectFrom()` stay a plain Kysely builder (every method, every type) and still
+ * come back as instances.
+ */
+export class HydratePlugin implements KyselyPlugin {
+  readonly #model: AnyModelClass;
+
+  constructor(model: AnyModelClass) {
+    this.#model = model;
+  }
+
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    return args.node;
+  }
+
+  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    const { result } = args;
+    if (result.rows.length === 0) return result;
+    const model = this.#model;
+    const rows = result.rows;
+    const instances = new Array<UnknownRow>(rows.length);
+    for (let i = 0; i < rows.length; i++) instances[i] = hydrate(model, rows[i]!) as unknown as UnknownRow;
+    return { ...result, rows: instances };
+  }
+}
