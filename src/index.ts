@@ -36,3 +36,6 @@ export {
 } from './orm/connect.js';
 export { withDeadline, type DeadlineOptions } from './orm/deadline-scope.js';
 export { sql } from 'kysely';
+// Models and relations (see README, "Models and relations").
+export * from './orm/model/index.js';
+export { currentKysely } from './orm/connect.js';

@@ -185,6 +185,11 @@ for (const { dialect, url, skip } of suites) {
         }
       }
       expect(loaded[0]!.posts[0]!.slug).toBe('ada-post-1');
+      // Loaded relations are not columns: updating a user with its posts loaded writes its own change only.
+      loaded[0]!.age = 21;
+      const update = await statementsOf(async () => expect(await users.update(loaded[0]!)).toBe(1));
+      expect(update).toHaveLength(1);
+      expect(update[0]).not.toMatch(/posts|name/);
 
       // belongs-to and many-to-many side by side: one query each.
       let withAuthors: Array<Post & { author: User | null; tags: Tag[] }> = [];

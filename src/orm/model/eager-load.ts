@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import { InvalidOptionError } from '../../errors.js';
-import { type AnyModelClass, hydrate, type ModelInstance, relationsOf } from './model.js';
+import { type AnyModelClass, hydrateAll, type ModelInstance, relationsOf } from './model.js';
 import type { Relation } from './relations.js';
 
 /** Kysely over tables named at run time. Internal only: users see their own `DB`. */
@@ -93,13 +93,18 @@ async function loadRelation(
         .where(`${relation.through}.${relation.from}`, 'in', chunk)
         .orderBy(`${target.table}.${target.primaryKey}`)
         .execute();
-      for (const { [PARENT_KEY]: parentKey, ...row } of rows) {
-        add(parentKey, hydrate(target, row) as ModelInstance & Record<string, unknown>);
-      }
+      const parentKeys = new Array<unknown>(rows.length);
+      const own = rows.map(({ [PARENT_KEY]: parentKey, ...row }, i) => {
+        parentKeys[i] = parentKey;
+        return row;
+      });
+      const instances = hydrateAll(target, own) as Array<ModelInstance & Record<string, unknown>>;
+      for (let i = 0; i < instances.length; i++) add(parentKeys[i], instances[i]!);
     } else {
       const column = relation.kind === 'belongsTo' ? targetKey : relation.foreignKey;
       const rows = await kysely.selectFrom(target.table).selectAll().where(column, 'in', chunk).orderBy(target.primaryKey).execute();
-      for (const row of rows) add(row[column], hydrate(target, row) as ModelInstance & Record<string, unknown>);
+      const instances = hydrateAll(target, rows) as Array<ModelInstance & Record<string, unknown>>;
+      for (let i = 0; i < rows.length; i++) add(rows[i]![column], instances[i]!);
     }
   }
   for (const parent of parents) {

@@ -6,7 +6,7 @@ import type {
   RootOperationNode,
   UnknownRow,
 } from 'kysely';
-import { type AnyModelClass, hydrate } from './model.js';
+import { type AnyModelClass, hydrateAll } from './model.js';
 
 /**
  * Turns every row a query returns into an instance of `model`. What lets
@@ -27,10 +27,6 @@ export class HydratePlugin implements KyselyPlugin {
   async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
     const { result } = args;
     if (result.rows.length === 0) return result;
-    const model = this.#model;
-    const rows = result.rows;
-    const instances = new Array<UnknownRow>(rows.length);
-    for (let i = 0; i < rows.length; i++) instances[i] = hydrate(model, rows[i]!) as unknown as UnknownRow;
-    return { ...result, rows: instances };
+    return { ...result, rows: hydrateAll(this.#model, result.rows) as unknown as UnknownRow[] };
   }
 }

@@ -99,7 +99,51 @@ export function isModelInstance(value: unknown): value is ModelInstance {
 
 /** Makes an instance of `model` from a row, remembering the row as loaded. */
 export function hydrate<I extends ModelInstance>(model: { new (): I }, row: Readonly<Record<string, unknown>>): I {
-  const instance = new model();
+  return hydratorFor(model, row)(row);
+}
+
+/** Makes instances of `model` from rows of one result (which all have the same columns). */
+export function hydrateAll<I extends ModelInstance>(model: { new (): I }, rows: ReadonlyArray<Readonly<Record<string, unknown>>>): I[] {
+  const instances = new Array<I>(rows.length);
+  if (rows.length === 0) return instances;
+  const make = hydratorFor(model, rows[0]!);
+  for (let i = 0; i < rows.length; i++) instances[i] = make(rows[i]!);
+  return instances;
+}
+
+type Hydrator<I> = (row: Readonly<Record<string, unknown>>) => I;
+
+/** Hydrators per model, by column list. Bounded: queries selecting ever new column sets fall back to a loop. */
+const hydrators = new WeakMap<object, Map<string, Hydrator<unknown>>>();
+const MAX_SHAPES = 64;
+
+/**
+ * A function copying exactly `row`'s columns, compiled once per model and column list: a
+ * property store per column by name is several times faster than a `for...in` copy, whose
+ * stores by computed key V8 cannot specialise. This is most of what keeps hydrating 10,000
+ * rows close to the cost of reading them. The keys are written as JSON string literals, so
+ * no column name can become code. A row of other columns (a hand-made one) is copied by the loop.
+ */
+function hydratorFor<I extends ModelInstance>(model: { new (): I }, row: Readonly<Record<string, unknown>>): Hydrator<I> {
+  const keys = Object.keys(row);
+  const shape = keys.join('\u0000');
+  let byShape = hydrators.get(model);
+  if (byShape === undefined) hydrators.set(model, (byShape = new Map()));
+  let make = byShape.get(shape) as Hydrator<I> | undefined;
+  if (make !== undefined) return make;
+  if (byShape.size >= MAX_SHAPES) return (r) => copyInto(new model(), r);
+  const body = keys.map((key) => `o[${JSON.stringify(key)}] = r[${JSON.stringify(key)}];`).join('\n');
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- see above: keys are JSON literals.
+  const compiled = new Function('M', 'S', `return function hydrate(r) { const o = new M();\n${body}\no[S] = r; return o; };`) as (
+    model: { new (): I },
+    snapshot: typeof SNAPSHOT,
+  ) => Hydrator<I>;
+  make = compiled(model, SNAPSHOT);
+  byShape.set(shape, make as Hydrator<unknown>);
+  return make;
+}
+
+function copyInto<I extends ModelInstance>(instance: I, row: Readonly<Record<string, unknown>>): I {
   const fields = instance as unknown as Record<string, unknown>;
   for (const key in row) fields[key] = row[key];
   // The row itself is the snapshot: it is never changed, the instance holds copies.

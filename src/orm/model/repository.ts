@@ -1,5 +1,5 @@
 import type { Insertable, Kysely, SelectQueryBuilder } from 'kysely';
-import { SluiceError } from '../../errors.js';
+import { InvalidOptionError, SluiceError } from '../../errors.js';
 import { currentKysely, type Database } from '../connect.js';
 import { loadRelations, type LooseDB } from './eager-load.js';
 import { HydratePlugin } from './hydrate-plugin.js';
@@ -8,6 +8,7 @@ import {
   changedColumns,
   type DatabaseOf,
   hydrate,
+  hydrateAll,
   type InstanceOf,
   type RowOf,
   relationsOf,
@@ -104,8 +105,7 @@ export class ModelQuery<C extends AnyModelClass, R> {
     const kysely = currentKysely(this.#database.db);
     const rows = (await this.#select(kysely).execute()) as ReadonlyArray<Record<string, unknown>>;
     const model = this.#model;
-    const instances = new Array<InstanceOf<C>>(rows.length);
-    for (let i = 0; i < rows.length; i++) instances[i] = hydrate(model, rows[i]!) as InstanceOf<C>;
+    const instances = hydrateAll(model, rows) as Array<InstanceOf<C>>;
     if (this.#paths.length > 0 && instances.length > 0) {
       await loadRelations(kysely as unknown as Kysely<LooseDB>, model, instances, this.#paths);
     }
@@ -155,12 +155,19 @@ export function repository<C extends AnyModelClass>(database: Database<DatabaseO
     if (kysely.getExecutor().adapter.supportsReturning) {
       return kysely.insertInto(table).values(values as Row[]).returningAll().execute();
     }
+    const given = values.filter((row) => row[primaryKey] !== undefined && row[primaryKey] !== null).length;
+    if (given !== 0 && given !== values.length) {
+      // An explicit key moves AUTO_INCREMENT on: the generated ones would not follow insertId.
+      throw new InvalidOptionError(
+        'values',
+        `on MySQL, give ${primaryKey} in every row of one insertMany or in none (or insert those rows separately).`,
+      );
+    }
     const result = await kysely.insertInto(table).values(values as Row[]).executeTakeFirstOrThrow();
     // One multi-row INSERT takes consecutive AUTO_INCREMENT values from insertId (InnoDB,
     // innodb_autoinc_lock_mode 0 or 1, and 2 without concurrent inserts; increment 1).
     // A row given its own key keeps it.
-    const first = result.insertId;
-    let next = first === undefined ? undefined : first;
+    let next = result.insertId;
     const ids = values.map((row) => {
       if (row[primaryKey] !== undefined && row[primaryKey] !== null) return row[primaryKey];
       if (next === undefined) {
@@ -201,7 +208,7 @@ export function repository<C extends AnyModelClass>(database: Database<DatabaseO
       const row = await loose().selectFrom(table).selectAll().where(primaryKey, '=', id).executeTakeFirst();
       return row === undefined ? undefined : make(row);
     },
-    hydrate: (rows) => rows.map((row) => make(row as Row)),
+    hydrate: (rows) => hydrateAll(model, rows as ReadonlyArray<Row>) as Array<InstanceOf<C>>,
     load: async (instances, path) => {
       if (instances.length > 0) await loadRelations(loose(), model, instances, [path]);
       return instances as Array<(typeof instances)[number] & Loaded<C, typeof path>>;
