@@ -9,11 +9,14 @@ import { repository, type RelationPath } from '../../src/orm/model/index.js';
 import { type Comment, type DB, Post, type Tag, User } from '../support/models-schema.js';
 
 declare const database: Database<DB>;
+declare const otherDatabase: Database<{ other: { id: number } }>;
 
 // Only type-checked: calling it would need a database.
 function checks(): void {
   const users = repository(database, User);
   const posts = repository(database, Post);
+  // @ts-expect-error: User is a model of another schema
+  repository(otherDatabase, User);
 
   // instances have the columns, typed, and the methods
   void (async () => {

@@ -47,7 +47,8 @@ export interface Repository<C extends AnyModelClass> {
   ): ModelQuery<C, InstanceOf<C>>;
   /**
    * Kysely's builder itself, `SELECT table.* FROM table`, whose rows come back as instances:
-   * `await users.selectFrom().where('id', '=', 1).executeTakeFirst()`.
+   * `await users.selectFrom().where('id', '=', 1).executeTakeFirst()`. It runs where it is
+   * built: inside `database.transaction()`, build it there (`query()` decides when it runs).
    */
   selectFrom(): SelectQueryBuilder<DatabaseOf<C>, TableOf<C>, InstanceOf<C>>;
   /** The instance whose primary key is `id`, or undefined. */
