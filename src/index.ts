@@ -50,3 +50,6 @@ export { MigrationError, MigrationLockTimeoutError, MigrationsInvalidError } fro
 export type { MigrationEvent, MigrationOutcome, MigrationRun, MigrationState } from './orm/migrate/migration-outcome.js';
 export { makeMigration } from './orm/migrate/migration-file.js';
 export { sql } from 'kysely';
+// Models and relations (see README, "Models and relations").
+export * from './orm/model/index.js';
+export { currentKysely } from './orm/connect.js';

@@ -111,6 +111,15 @@ function openTransactionOf(db: object): OpenTransaction | undefined {
   return undefined;
 }
 
+/**
+ * The Kysely a query made here should run on: the innermost transaction of `db` open in this
+ * async context, else `db` itself. Lets code that is handed a `Database` rather than the
+ * `trx` (models, repositories) join the transaction it is called in.
+ */
+export function currentKysely<DB>(db: Kysely<DB>): Kysely<DB> {
+  return (openTransactionOf(db)?.trx as Transaction<DB> | undefined) ?? db;
+}
+
 /** Where `connect` goes: a server URL, or a SQLite file. */
 type Target =
   | { readonly dialect: 'postgres' | 'mysql'; readonly url: URL }

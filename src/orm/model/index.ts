@@ -1,0 +1,35 @@
+export {
+  defineModels,
+  isModelInstance,
+  type AnyModelClass,
+  type DatabaseOf,
+  type InstanceOf,
+  type ModelFactory,
+  type ModelInstance,
+  type ModelOptions,
+  type RowOf,
+  type TableOf,
+} from './model.js';
+export {
+  belongsTo,
+  hasMany,
+  manyToMany,
+  type BelongsTo,
+  type ColumnOf,
+  type HasMany,
+  type Loaded,
+  type ManyToMany,
+  type Relation,
+  type RelationPath,
+  type RelationsOf,
+} from './relations.js';
+export {
+  ModelNotFoundError,
+  ModelQuery,
+  models,
+  repository,
+  type ModelInsert,
+  type ModelRow,
+  type ModelSelect,
+  type Repository,
+} from './repository.js';
