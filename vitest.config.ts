@@ -7,7 +7,7 @@ export default defineConfig({
     globalSetup: ['test/integration/global-setup.ts'],
     // The memory test measures the heap after a forced collection.
     execArgv: ['--expose-gc'],
-    testTimeout: 20_000,
+    testTimeout: 60_000,
     // An unawaited rejection in a test is a bug in the pool or the test: fail on it.
     dangerouslyIgnoreUnhandledErrors: false,
   },

@@ -7,7 +7,7 @@
 import { Command, Option } from 'commander';
 import path from 'node:path';
 import { connect, type Database } from '../orm/connect.js';
-import { SluiceError } from '../errors.js';
+import { describeError, SluiceError } from '../errors.js';
 import { migrate, migrationStatus, type MigrationTarget } from '../orm/migrate/migrate.js';
 import { makeMigration } from '../orm/migrate/migration-file.js';
 import { MigrationError } from '../orm/migrate/migration-errors.js';
@@ -95,7 +95,11 @@ async function runMigrations(target: MigrationTarget, flags: ConnectionFlags): P
       const undone = error.results.filter((result) => result.status === 'rolled back').map((result) => result.name);
       const skipped = error.results.filter((result) => result.status === 'not run').map((result) => result.name);
       console.error(`Migration ${error.migrationName} failed (${error.direction}).`);
-      if (error.cause instanceof Error) console.error(`  cause: ${error.cause.message}`);
+      // A database error's message is the server's; anything else is named, never quoted
+      // (it could hold a secret), as MigrationError itself does.
+      if (error.cause !== undefined) {
+        console.error(`  cause: ${error.cause instanceof SluiceError ? `${error.cause.code}: ${error.cause.message}` : describeError(error.cause)}`);
+      }
       if (undone.length > 0) console.error(`  rolled back with it (one transaction per run): ${undone.join(', ')}`);
       if (skipped.length > 0) console.error(`  not run: ${skipped.join(', ')}`);
       if (!database.db.getExecutor().adapter.supportsTransactionalDdl) {
@@ -166,6 +170,6 @@ try {
   await program().parseAsync(process.argv);
 } catch (error) {
   // SluiceError messages carry no secret; anything else is named by its class only.
-  console.error(error instanceof SluiceError ? `${error.code}: ${error.message}` : `sluice: ${error instanceof Error ? error.name : 'error'}: ${error instanceof Error ? error.message : String(error)}`);
+  console.error(error instanceof SluiceError ? `${error.code}: ${error.message}` : `sluice: ${describeError(error)}`);
   process.exitCode = 1;
 }

@@ -224,6 +224,44 @@ export function migrationScenarios(backend: MigrationBackend): void {
     expect(runs).toBe(1);
   });
 
+  test('an aborted run names its migration and still releases the lock: the next run gets it at once', async () => {
+    const { database, url, prefix } = await setup();
+    const other = connect<unknown>(url, { pool: { max: 2 }, ...backend.connectOptions });
+    cleanups.push(() => other.close());
+    let inside!: () => void;
+    const entered = new Promise<void>((resolve) => (inside = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const name = `001_${prefix}_aborted`;
+    const options = {
+      provider: {
+        getMigrations: async () => ({
+          [name]: {
+            up: async (db: AnyDb) => {
+              inside();
+              await gate;
+              await createTable(`${prefix}_aborted`)(db);
+            },
+          },
+        }),
+      },
+      migrationTableName: `${prefix}_migration`,
+      migrationLockTableName: `${prefix}_migration_lock`,
+    };
+    const controller = new AbortController();
+    const first = migrateToLatest(database, { ...options, signal: controller.signal }).catch((e: unknown) => e);
+    await entered;
+    // The deploy is cancelled while its migration runs: its next statement is refused.
+    controller.abort(new Error('deploy cancelled'));
+    release();
+    const error = await first;
+    expect(error).toBeInstanceOf(MigrationError);
+    expect(error).toMatchObject({ code: 'MIGRATION_FAILED', migrationName: name });
+    // The lock went with the run, not with its connection: a patient-but-not-forever run gets it.
+    const next = await migrateToLatest(other, { ...options, lockTimeoutMs: 5_000 });
+    expect(next.results).toMatchObject([{ name, status: 'applied' }]);
+  });
+
   test('the CLI: latest, status, down print each migration; a failing one exits non-zero naming it', async () => {
     const { database, url, prefix, folder } = await setup();
     const cliUrl = backend.urlWithPassword?.(url) ?? url;

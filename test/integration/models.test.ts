@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, test } from 'vitest';
 import { QueryTimeoutError } from '../../src/drivers/errors.js';
-import { connect, type Database } from '../../src/orm/connect.js';
+import { connect, currentKysely, type Database } from '../../src/orm/connect.js';
 import { ModelNotFoundError, models, type Repository } from '../../src/orm/model/index.js';
 import { clearTables, Comment, createSchema, type DB, type Dialect, dropSchema, Post, Tag, User } from '../support/models-schema.js';
 
@@ -137,6 +137,28 @@ for (const { dialect, url, skip } of suites) {
       // One INSERT (RETURNING); MySQL: the INSERT, then one read of the new rows.
       const inserts = sentByMany.filter((text) => /^insert/i.test(text));
       expect(inserts).toHaveLength(1);
+    });
+
+    // MySQL only: the others return generated ids with RETURNING.
+    if (dialect === 'mysql') test('MySQL insertMany follows the server AUTO_INCREMENT step (multi-primary setups use 2 or more)', async () => {
+      const ada = await users.insert({ name: 'Ada', email: 'ada@example.com', age: 36, bio: null });
+      const written = await database.transaction(async () => {
+        // On this transaction's connection only: as a multi-primary server would be set.
+        await sql`SET SESSION auto_increment_increment = 2`.execute(currentKysely(database.db));
+        try {
+          return await posts.insertMany([
+            { user_id: ada.id, title: 'x' },
+            { user_id: ada.id, title: 'y' },
+            { user_id: ada.id, title: 'z' },
+          ]);
+        } finally {
+          await sql`SET SESSION auto_increment_increment = 1`.execute(currentKysely(database.db));
+        }
+      });
+      expect(written.map((post) => post.title)).toEqual(['x', 'y', 'z']);
+      const stored = await database.db.selectFrom('sluice_model_posts').select(['id', 'title']).where('title', 'in', ['x', 'y', 'z']).orderBy('id').execute();
+      expect(written.map((post) => ({ id: post.id, title: post.title }))).toEqual(stored);
+      expect(stored[1]!.id - stored[0]!.id).toBe(2);
     });
 
     test('update writes the changed columns only: a concurrent change to another column survives', async () => {

@@ -12,6 +12,7 @@
  *   and does not look at GET_LOCK's answer (0 after its timeout, when it goes on unlocked).
  * - SQLite: the run's own `BEGIN IMMEDIATE` transaction (see `SqliteMigrationAdapter`).
  */
+import { withoutDeadline } from '../deadline-scope.js';
 import { createHash } from 'node:crypto';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
@@ -77,8 +78,18 @@ export class PostgresMigrationAdapter extends PostgresAdapter {
   }
 
   override async releaseMigrationLock(db: AnyKysely, options: MigrationLockOptions): Promise<void> {
-    await sql`SELECT pg_advisory_unlock(${advisoryKey(lockName(options))}::bigint)`.execute(db);
+    await unlock(() => sql`SELECT pg_advisory_unlock(${advisoryKey(lockName(options))}::bigint)`.execute(db));
   }
+}
+
+/**
+ * Releases the lock after the run, whatever ended it: outside the run's deadline and signal
+ * (an aborted run must still unlock, as a failed savepoint is still rolled back), and never
+ * throwing, so that the run's own error is the one the caller sees. An unlock that fails
+ * anyway means the connection failed, and the lock ends with its session.
+ */
+async function unlock(release: () => Promise<unknown>): Promise<void> {
+  await withoutDeadline(release).catch(() => {});
 }
 
 /** A signed 64-bit advisory lock key from a name, as text (bound as a parameter, cast to bigint). */
@@ -102,7 +113,7 @@ export class MysqlMigrationAdapter extends MysqlAdapter {
   }
 
   override async releaseMigrationLock(db: AnyKysely, options: MigrationLockOptions): Promise<void> {
-    await sql`SELECT RELEASE_LOCK(${mysqlLockName(options)})`.execute(db);
+    await unlock(() => sql`SELECT RELEASE_LOCK(${mysqlLockName(options)})`.execute(db));
   }
 }
 

@@ -129,5 +129,8 @@ function distinctKeys(parents: ReadonlyArray<Record<string, unknown>>, column: s
  * string on one side and a number on the other, SQLite's as a bigint.
  */
 function keyOf(value: unknown): string {
-  return value instanceof Date ? value.toISOString() : String(value);
+  if (value instanceof Date) return value.toISOString();
+  // Bytes (BINARY(16) UUIDs): as hex, since String() decodes UTF-8 and merges distinct keys.
+  if (value instanceof Uint8Array) return `bytes:${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
+  return String(value);
 }

@@ -134,11 +134,12 @@ function hydratorFor<I extends ModelInstance>(model: { new (): I }, row: Readonl
   if (byShape.size >= MAX_SHAPES) return (r) => copyInto(new model(), r);
   const body = keys.map((key) => `o[${JSON.stringify(key)}] = r[${JSON.stringify(key)}];`).join('\n');
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- see above: keys are JSON literals.
-  const compiled = new Function('M', 'S', `return function hydrate(r) { const o = new M();\n${body}\no[S] = r; return o; };`) as (
+  const compiled = new Function('M', 'S', 'snap', `return function hydrate(r) { const o = new M();\n${body}\no[S] = snap(r); return o; };`) as (
     model: { new (): I },
     snapshot: typeof SNAPSHOT,
+    snap: typeof snapshotOf,
   ) => Hydrator<I>;
-  make = compiled(model, SNAPSHOT);
+  make = compiled(model, SNAPSHOT, snapshotOf);
   byShape.set(shape, make as Hydrator<unknown>);
   return make;
 }
@@ -146,9 +147,26 @@ function hydratorFor<I extends ModelInstance>(model: { new (): I }, row: Readonl
 function copyInto<I extends ModelInstance>(instance: I, row: Readonly<Record<string, unknown>>): I {
   const fields = instance as unknown as Record<string, unknown>;
   for (const key in row) fields[key] = row[key];
-  // The row itself is the snapshot: it is never changed, the instance holds copies.
-  instance[SNAPSHOT] = row;
+  instance[SNAPSHOT] = snapshotOf(row);
   return instance;
+}
+
+/**
+ * The values as loaded, kept apart from the instance's own. A row of plain values is its own
+ * snapshot (the instance holds copies of them); an object value (a JSON column, a Date, bytes)
+ * is shared with the instance, so the snapshot keeps a clone of it: edited in place
+ * (`user.meta.n = 2`, `post.at.setFullYear(...)`), it must still count as changed.
+ */
+export function snapshotOf(row: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
+  let copy: Record<string, unknown> | undefined;
+  for (const key in row) {
+    const value = row[key];
+    if (value !== null && typeof value === 'object') {
+      copy ??= { ...row };
+      copy[key] = structuredClone(value);
+    }
+  }
+  return copy ?? row;
 }
 
 /**
@@ -163,7 +181,13 @@ export function changedColumns(instance: ModelInstance, skip: ReadonlySet<string
   for (const key of Object.keys(values)) {
     if (skip.has(key)) continue;
     const value = values[key];
-    if (!(key in snapshot) || !sameValue(value, snapshot[key])) changed[key] = value;
+    if (key in snapshot) {
+      if (!sameValue(value, snapshot[key])) changed[key] = value;
+    } else if (value !== undefined) {
+      // A column not loaded, set since. (An instance field the class declares without a
+      // value is an own `undefined` property: not a column, not written.)
+      changed[key] = value;
+    }
   }
   return changed;
 }

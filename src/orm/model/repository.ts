@@ -1,6 +1,7 @@
-import type { Insertable, Kysely, SelectQueryBuilder } from 'kysely';
+import { type Insertable, type Kysely, type SelectQueryBuilder, sql, type Transaction } from 'kysely';
 import { InvalidOptionError, SluiceError } from '../../errors.js';
 import { currentKysely, type Database } from '../connect.js';
+import { withoutDeadline } from '../deadline-scope.js';
 import { loadRelations, type LooseDB } from './eager-load.js';
 import { HydratePlugin } from './hydrate-plugin.js';
 import {
@@ -13,6 +14,7 @@ import {
   type RowOf,
   relationsOf,
   SNAPSHOT,
+  snapshotOf,
   type TableOf,
 } from './model.js';
 import type { Loaded, RelationPath } from './relations.js';
@@ -137,6 +139,20 @@ function relationNames(model: AnyModelClass): ReadonlySet<string> {
 }
 
 /** Binds `model` to `database`: `const users = repository(database, User)`. */
+/** Runs `work` in a savepoint of an open transaction, so that its failure undoes only its writes. */
+async function insertAndReadBackInSavepoint<T>(trx: Transaction<LooseDB>, work: (trx: Kysely<LooseDB>) => Promise<T>): Promise<T> {
+  const name = sql.raw(`sluice_model_insert`);
+  await sql`SAVEPOINT ${name}`.execute(trx);
+  try {
+    const result = await work(trx);
+    await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
+    return result;
+  } catch (error) {
+    await withoutDeadline(() => sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx)).catch(() => {});
+    throw error;
+  }
+}
+
 export function repository<C extends AnyModelClass>(database: Database<DatabaseOf<C>>, model: C): Repository<C> {
   type Row = Record<string, unknown>;
   const table = model.table;
@@ -164,29 +180,39 @@ export function repository<C extends AnyModelClass>(database: Database<DatabaseO
         `on MySQL, give ${primaryKey} in every row of one insertMany or in none (or insert those rows separately).`,
       );
     }
-    const result = await kysely.insertInto(table).values(values as Row[]).executeTakeFirstOrThrow();
-    // One multi-row INSERT takes consecutive AUTO_INCREMENT values from insertId (InnoDB,
-    // innodb_autoinc_lock_mode 0 or 1, and 2 without concurrent inserts; increment 1).
-    // A row given its own key keeps it.
-    let next = result.insertId;
-    const ids = values.map((row) => {
-      if (row[primaryKey] !== undefined && row[primaryKey] !== null) return row[primaryKey];
-      if (next === undefined) {
-        throw new SluiceError('MODEL_NO_ID', `The INSERT into ${table} returned no generated id: give ${primaryKey} a value.`);
-      }
-      const id = next;
-      next += 1n;
-      return Number.isSafeInteger(Number(id)) ? Number(id) : id;
-    });
-    const rows = await kysely.selectFrom(table).selectAll().where(primaryKey, 'in', ids).execute();
-    const byId = new Map(rows.map((row) => [String(row[primaryKey]), row]));
-    return ids.map((id) => {
-      const row = byId.get(String(id));
-      if (row === undefined) {
-        throw new SluiceError('MODEL_NO_ID', `The row inserted into ${table} with ${primaryKey} ${String(id)} could not be read back.`);
-      }
-      return row;
-    });
+    // The INSERT, the server's AUTO_INCREMENT step and the read-back on one connection, in
+    // one transaction (a savepoint inside one): ids that cannot be worked out roll the rows back.
+    const insertAndReadBack = async (trx: Kysely<LooseDB>): Promise<Row[]> => {
+      const result = await trx.insertInto(table).values(values as Row[]).executeTakeFirstOrThrow();
+      // One multi-row INSERT takes AUTO_INCREMENT values from insertId, each the step
+      // (auto_increment_increment: 1 usually, more on multi-primary setups) after the last
+      // (InnoDB, innodb_autoinc_lock_mode 0 or 1, and 2 without concurrent inserts).
+      // A row given its own key keeps it.
+      const { rows: settings } = await sql<{ step: number | string }>`SELECT @@session.auto_increment_increment AS step`.execute(trx);
+      const step = BigInt(settings[0]?.step ?? 1);
+      let next = result.insertId;
+      const ids = values.map((row) => {
+        if (row[primaryKey] !== undefined && row[primaryKey] !== null) return row[primaryKey];
+        if (next === undefined || next === 0n) {
+          throw new SluiceError('MODEL_NO_ID', `The INSERT into ${table} generated no id (no AUTO_INCREMENT key?): give ${primaryKey} a value. Nothing was inserted.`);
+        }
+        const id = next;
+        next += step;
+        return Number.isSafeInteger(Number(id)) ? Number(id) : id;
+      });
+      const rows = await trx.selectFrom(table).selectAll().where(primaryKey, 'in', ids).execute();
+      const byId = new Map(rows.map((row) => [String(row[primaryKey]), row]));
+      return ids.map((id) => {
+        const row = byId.get(String(id));
+        if (row === undefined) {
+          throw new SluiceError('MODEL_NO_ID', `The row inserted into ${table} with ${primaryKey} ${String(id)} could not be read back. Nothing was inserted.`);
+        }
+        return row;
+      });
+    };
+    return kysely.isTransaction
+      ? insertAndReadBackInSavepoint(kysely as unknown as Transaction<LooseDB>, insertAndReadBack)
+      : kysely.transaction().execute(insertAndReadBack);
   };
 
   const keyWhere = (instance: InstanceOf<C>): unknown => {
@@ -224,7 +250,7 @@ export function repository<C extends AnyModelClass>(database: Database<DatabaseO
       if (result.numUpdatedRows === 0n) {
         throw new ModelNotFoundError(`No ${table} row has ${primaryKey} ${String(keyWhere(instance))} any more: nothing was updated.`);
       }
-      instance[SNAPSHOT] = { ...instance[SNAPSHOT], ...changed };
+      instance[SNAPSHOT] = snapshotOf({ ...instance[SNAPSHOT], ...changed });
       return columns.length;
     },
     delete: async (instance) => {
