@@ -16,7 +16,7 @@ import { createPool as createMysqlPool } from 'mysql2';
 import mysqlPromise from 'mysql2/promise';
 import pg from 'pg';
 import { connect } from '../src/orm/connect.js';
-import { benchArgs, formatTable, measure, medianOfRounds } from './measure.js';
+import { benchArgs, formatTable, measureClient, medianOfRounds } from './measure.js';
 
 const MAX = 10;
 const ROWS = 10_000;
@@ -182,15 +182,11 @@ async function main(): Promise<void> {
     for (const query of ['select1', 'pk'] as const) {
       for (const concurrency of levels) {
         const cells = await medianOfRounds(clients.length, rounds, async (index) => {
-          const client = clients[index]!();
-          let next = 0;
-          const measured = await measure(() => client.run(query, (next++ % ROWS) + 1), {
+          const { client, measured } = await measureClient(clients[index]!, (c, id) => c.run(query, id), {
             concurrency,
             seconds,
-            warmupOps: 50,
-            sampleEvery: 1,
+            ids: ROWS,
           });
-          await client.close();
           return { target: client.target, client: client.name, query, concurrency, qps: measured.opsPerSec, ...measured };
         });
         results.push(...cells);

@@ -118,3 +118,24 @@ export function benchArgs(defaults: { seconds: string; concurrency: string }, ex
     extra: rest as Record<string, string>,
   };
 }
+
+/**
+ * One cell of a client-by-client comparison: makes the client, runs `operation` on ids
+ * 1..ids in turn from `concurrency` callers for `seconds`, closes the client.
+ */
+export async function measureClient<C extends { close(): Promise<void> }>(
+  make: () => C,
+  operation: (client: C, id: number) => Promise<unknown>,
+  options: { readonly concurrency: number; readonly seconds: number; readonly ids: number },
+): Promise<{ readonly client: C; readonly measured: Measurement }> {
+  const client = make();
+  let next = 0;
+  const measured = await measure(() => operation(client, (next++ % options.ids) + 1), {
+    concurrency: options.concurrency,
+    seconds: options.seconds,
+    warmupOps: 50,
+    sampleEvery: 1,
+  });
+  await client.close();
+  return { client, measured };
+}

@@ -22,7 +22,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { Kysely, SqliteDialect, sql } from 'kysely';
 import { connect } from '../src/orm/connect.js';
-import { benchArgs, formatTable, measure, medianOfRounds } from './measure.js';
+import { benchArgs, formatTable, measureClient, medianOfRounds } from './measure.js';
 
 const ROWS = 10_000;
 
@@ -188,15 +188,11 @@ async function main(): Promise<void> {
     for (const query of ['pk', 'insert'] as const) {
       for (const concurrency of levels) {
         const cells = await medianOfRounds(clients.length, rounds, async (index) => {
-          const client = clients[index]!();
-          let next = 0;
-          const measured = await measure(() => client.run(query, (next++ % ROWS) + 1), {
+          const { client, measured } = await measureClient(clients[index]!, (c, id) => c.run(query, id), {
             concurrency,
             seconds,
-            warmupOps: 50,
-            sampleEvery: 1,
+            ids: ROWS,
           });
-          await client.close();
           return { client: client.name, query, concurrency, qps: measured.opsPerSec, ...measured };
         });
         results.push(...cells);
