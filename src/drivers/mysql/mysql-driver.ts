@@ -1,6 +1,7 @@
 import mysql from 'mysql2';
 import type { Connection, ConnectionOptions, ExecuteValues, QueryError, ResultSetHeader } from 'mysql2';
 import { describeError, InvalidOptionError } from '../../errors.js';
+import { isAbortOf } from '../abort.js';
 import { ConnectionHealth } from '../connection-health.js';
 import { within } from '../time-limit.js';
 import { ConnectionLostError } from '../errors.js';
@@ -156,11 +157,6 @@ function describeTarget(options: ConnectionOptions): string {
   return `${host || 'localhost'}:${port || '3306'}/${database ?? ''}`;
 }
 
-/** True when `error` is the reason of `signal`'s abort (re-read: TS narrowed `aborted` before the await). */
-function isAbortOf(signal: CancelSignal | undefined, error: unknown): boolean {
-  return signal !== undefined && (signal.aborted as boolean) && error === signal.reason;
-}
-
 type Outcome =
   | { readonly ok: true; readonly result: unknown }
   | { readonly ok: false; readonly error: unknown };
@@ -250,11 +246,7 @@ class MysqlConnection implements DriverConnection {
       if (!outcome.ok) throw outcome.error;
       return toStatementResult<Row>(outcome.result);
     } catch (error) {
-      // An abort rejects with the signal's reason untouched, as fetch() does.
-      if (isAbortOf(signal, error)) throw error;
-      const translated = translateRunError(error, this.#health.broken);
-      if (translated instanceof ConnectionLostError) this.#abandon(translated);
-      throw translated;
+      throw this.#failure(signal, error);
     } finally {
       this.#health.busy = false;
     }
@@ -446,10 +438,7 @@ class MysqlConnection implements DriverConnection {
       }
       if (!outcome.ok) throw outcome.error;
     } catch (error) {
-      if (isAbortOf(signal, error)) throw error;
-      const translated = translateRunError(error, this.#health.broken);
-      if (translated instanceof ConnectionLostError) this.#abandon(translated);
-      throw translated;
+      throw this.#failure(signal, error);
     } finally {
       if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
       this.#health.busy = false;
@@ -483,6 +472,17 @@ class MysqlConnection implements DriverConnection {
     }
     this.#mayBeInTransaction = (serverStatus & SERVER_STATUS_IN_TRANS) !== 0;
     this.#autocommit = (serverStatus & SERVER_STATUS_AUTOCOMMIT) !== 0;
+  }
+
+  /**
+   * What a failed statement rejects with: an abort's own reason untouched (as fetch() does),
+   * else the translated error; a lost connection is abandoned.
+   */
+  #failure(signal: CancelSignal | undefined, error: unknown): unknown {
+    if (isAbortOf(signal, error)) return error;
+    const translated = translateRunError(error, this.#health.broken);
+    if (translated instanceof ConnectionLostError) this.#abandon(translated);
+    return translated;
   }
 
   /** Marks the connection broken and closes its socket: its state is unknown or it is gone. */

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { BackgroundRetries } from '../background-retries.js';
+import { isAbortOf } from '../abort.js';
 import { ConnectionHealth } from '../connection-health.js';
 import { within } from '../time-limit.js';
 import { InvalidOptionError } from '../../errors.js';
@@ -108,11 +109,6 @@ const COMMIT = /^\s*(?:commit|end)\b/i;
 
 /** How long `close()` waits for a polite goodbye before destroying the socket. */
 const CLOSE_GRACE_MS = 200;
-
-/** True when `error` is the reason of `signal`'s abort (re-read: TS narrowed `aborted` before the await). */
-function isAbortOf(signal: CancelSignal | undefined, error: unknown): boolean {
-  return signal !== undefined && (signal.aborted as boolean) && error === signal.reason;
-}
 
 class PostgresConnection implements DriverConnection {
   readonly #client: pg.Client;
