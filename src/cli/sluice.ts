@@ -25,18 +25,6 @@ function tables(flags: ConnectionFlags): { readonly migrationTableName?: string;
   return flags.table === undefined ? {} : { migrationTableName: flags.table, migrationLockTableName: `${flags.table}_lock` };
 }
 
-/** Where a URL points, without its user or password. */
-export function describeTarget(url: string): string {
-  if (/^sqlite:/i.test(url)) return `SQLite ${url.slice('sqlite:'.length).replace(/^\/\//, '')}`;
-  try {
-    const parsed = new URL(url);
-    const kind = parsed.protocol === 'mysql:' ? 'MySQL' : 'PostgreSQL';
-    return `${kind} ${parsed.hostname}${parsed.port !== '' ? `:${parsed.port}` : ''}${parsed.pathname}`;
-  } catch {
-    return 'the database (its URL does not parse)';
-  }
-}
-
 function databaseUrl(flags: ConnectionFlags): string {
   const url = flags.url ?? process.env.DATABASE_URL;
   if (url === undefined || url === '') {
@@ -50,7 +38,7 @@ function open(flags: ConnectionFlags): { readonly database: Database<unknown>; r
   // A small SQLite busy timeout: a run that meets another one's lock hears BUSY soon, says it
   // is waiting, and migrate() tries again until --lock-timeout. It does nothing else here.
   const database = connect<unknown>(url, { pool: { max: 2 }, sqlite: { busyTimeoutMs: 200 } });
-  return { database, where: describeTarget(url) };
+  return { database, where: database.location };
 }
 
 function lockTimeoutMs(flags: ConnectionFlags): number | undefined {

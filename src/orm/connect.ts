@@ -1,4 +1,4 @@
-import { Kysely, type IsolationLevel, type Transaction, sql } from 'kysely';
+import { Kysely, type IsolationLevel, type LogConfig, type Transaction, sql } from 'kysely';
 import { InvalidOptionError } from '../errors.js';
 import { TransactionRolledBackError } from '../drivers/errors.js';
 import type { Driver, DriverConnection } from '../drivers/driver.js';
@@ -56,6 +56,11 @@ export interface ConnectOptions {
   readonly statementCacheSize?: number;
   /** SQLite settings (ignored by the other databases). */
   readonly sqlite?: SqliteConnectOptions;
+  /**
+   * Kysely's query log, as Kysely takes it: `['query', 'error']`, or a function called with
+   * each query's SQL, parameters and `queryDurationMillis` (for a latency histogram). Default: none.
+   */
+  readonly log?: LogConfig;
 }
 
 export interface TransactionOptions extends DeadlineOptions {
@@ -64,6 +69,13 @@ export interface TransactionOptions extends DeadlineOptions {
 
 /** A database: Kysely on a sluice pool, with deadlines, transactions and stats. */
 export interface Database<DB> {
+  /** Which database the URL named: for the few statements that differ between them (DDL). */
+  readonly dialect: Driver['dialect'];
+  /**
+   * Where it is, safe to log: `PostgreSQL db.internal:5432/app`, `MySQL 127.0.0.1:3306/test`,
+   * `SQLite /srv/data/app.db`. Never the user, password or query string of the URL.
+   */
+  readonly location: string;
   /** Plain Kysely: `database.db.selectFrom('person')...`, and `sql\`...\`.execute(database.db)`. */
   readonly db: Kysely<DB>;
   /** The connection pool underneath. */
@@ -200,6 +212,12 @@ function sqlitePath(url: string): string {
   return path === ':memory:' ? path : resolvePath(path);
 }
 
+function locationOf(target: Target): string {
+  if (target.dialect === 'sqlite') return `SQLite ${target.path}`;
+  const { hostname, port, pathname } = target.url;
+  return `${target.dialect === 'mysql' ? 'MySQL' : 'PostgreSQL'} ${hostname}${port === '' ? '' : `:${port}`}${pathname}`;
+}
+
 /** SQLite's worker count, refused at once when wrong (the driver itself loads lazily). */
 function checkSqliteWorkers(path: string, workers: number | undefined): void {
   if (workers === undefined) return;
@@ -250,7 +268,10 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     },
     isFatalError: (error) => driver.isFatal(error),
   });
-  const db = new Kysely<DB>({ dialect: new SluiceDialect(pool, driver, statementTimeoutMs) });
+  const db = new Kysely<DB>({
+    dialect: new SluiceDialect(pool, driver, statementTimeoutMs),
+    ...(options.log !== undefined ? { log: options.log } : {}),
+  });
 
   const transaction = async <T>(work: (trx: Transaction<DB>) => Promise<T>, txOptions: TransactionOptions = {}): Promise<T> => {
     const open = openTransactionOf(db);
@@ -279,6 +300,8 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
   };
 
   return {
+    dialect,
+    location: locationOf(target),
     db,
     pool,
     withDeadline,
