@@ -84,8 +84,11 @@ function answerFor(error: unknown, request: FastifyRequest): Answer {
 export function errorHandler(options: { readonly retryAfterSeconds: number }) {
   return (error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const answer = answerFor(error, request);
+    // Shed requests are counted in /metrics, not logged: under overload a line each would
+    // cost the CPU the service needs to serve the others.
     if (answer.status === 499) request.log.info('client went away; its queries were cancelled');
-    else if (answer.status >= 500 && answer.status !== 500) request.log.warn({ code: (error as { code?: unknown }).code }, answer.message);
+    else if (error instanceof PoolQueueFullError) request.log.debug(answer.message);
+    else if (answer.status === 503 || answer.status === 504) request.log.warn({ code: (error as { code?: unknown }).code }, answer.message);
     if (answer.retryAfter === true) void reply.header('retry-after', String(options.retryAfterSeconds));
     return reply.code(answer.status).send({ statusCode: answer.status, error: STATUS_TEXT[answer.status] ?? 'Error', message: answer.message });
   };
