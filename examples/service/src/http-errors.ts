@@ -17,6 +17,7 @@ import {
   ConnectionLostError,
   DatabaseError,
   ForeignKeyViolationError,
+  ModelNotFoundError,
   PoolCreateError,
   PoolQueueFullError,
   PoolTimeoutError,
@@ -58,6 +59,8 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
 function answerFor(error: unknown, request: FastifyRequest): Answer {
   if (error instanceof HttpError) return { status: error.statusCode, message: error.message };
   if (error instanceof ClientGoneError) return { status: 499, message: error.message };
+  // A row deleted by another request between this one's read and its write.
+  if (error instanceof ModelNotFoundError) return { status: 404, message: 'The row was deleted meanwhile.' };
   if (error instanceof PoolQueueFullError) {
     return { status: 503, retryAfter: true, message: 'The service is at capacity: every database connection is busy and the queue is full. Retry later.' };
   }

@@ -5,7 +5,7 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Transaction } from 'kysely';
-import { UniqueViolationError } from 'sluice';
+import { ForeignKeyViolationError, UniqueViolationError } from 'sluice';
 import { Type } from 'typebox';
 import type { ServiceContext } from '../context.js';
 import { conflict, HttpError, notFound } from '../http-errors.js';
@@ -32,7 +32,7 @@ function slugFor(title: string): string {
 
 /** The ids of the named tags, creating those that do not exist yet (tag names are lower case). */
 async function tagIds(trx: Transaction<DB>, dialect: ServiceContext['database']['dialect'], names: readonly string[]): Promise<number[]> {
-  const unique = [...new Set(names.map((name) => name.trim().toLowerCase()))];
+  const unique = normalTags(names);
   if (unique.length === 0) return [];
   const insert = trx.insertInto('tags').values(unique.map((name) => ({ name })));
   // A tag another request creates at the same moment is not an error: it is the same tag.
@@ -41,12 +41,13 @@ async function tagIds(trx: Transaction<DB>, dialect: ServiceContext['database'][
   return rows.map((row) => row.id);
 }
 
-async function setTags(trx: Transaction<DB>, dialect: ServiceContext['database']['dialect'], postId: number, names: readonly string[]): Promise<string[]> {
-  const ids = await tagIds(trx, dialect, names);
+/** Links the post to exactly these tags (ids from `tagIds`). */
+async function linkTags(trx: Transaction<DB>, postId: number, ids: readonly number[]): Promise<void> {
   await trx.deleteFrom('post_tags').where('post_id', '=', postId).execute();
   if (ids.length > 0) await trx.insertInto('post_tags').values(ids.map((tagId) => ({ post_id: postId, tag_id: tagId }))).execute();
-  return [...new Set(names.map((name) => name.trim().toLowerCase()))].sort();
 }
+
+const normalTags = (names: readonly string[]): string[] => [...new Set(names.map((name) => name.trim().toLowerCase()))].sort();
 
 async function unlessSlugTaken<T>(slug: string, write: () => Promise<T>): Promise<T> {
   try {
@@ -100,10 +101,12 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
   app.post('/posts', { schema: { body: PostIn, response: { 201: PostWrittenOut, 400: ErrorOut, 409: ErrorOut } } }, async (request, reply) => {
     const { authorId, title, body } = request.body;
     const slug = slugFor(title);
+    const tags = normalTags(request.body.tags ?? []);
     const written = await database.transaction(async (trx) => {
       if ((await authors.find(authorId)) === undefined) throw new HttpError(400, `body/authorId: there is no author ${authorId}.`);
+      const ids = await tagIds(trx, dialect, tags);
       const post: Post = await unlessSlugTaken(slug, () => posts.insert({ author_id: authorId, title, slug, body }));
-      const tags = await setTags(trx, dialect, post.id, request.body.tags ?? []);
+      await linkTags(trx, post.id, ids);
       return { ...post.toJSON(), tags };
     });
     return reply.code(201).send(written);
@@ -120,8 +123,9 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
       }
       if (body !== undefined) post.body = body;
       await unlessSlugTaken(post.slug, () => posts.update(post));
-      const names = tags === undefined ? tagNames(post) : await setTags(trx, dialect, post.id, tags);
-      return { ...post.toJSON(), tags: names };
+      if (tags === undefined) return { ...post.toJSON(), tags: tagNames(post) };
+      await linkTags(trx, post.id, await tagIds(trx, dialect, tags));
+      return { ...post.toJSON(), tags: normalTags(tags) };
     });
   });
 
@@ -143,9 +147,12 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
   app.post('/posts/:id/comments', { schema: { params: IdParams, body: CommentIn, response: { 201: CommentOut, 404: ErrorOut } } }, async (request, reply) => {
     const postId = request.params.id;
     const comment = await database.transaction(async (trx) => {
+      const written = await comments.insert({ post_id: postId, commenter: request.body.commenter, body: request.body.body }).catch((error: unknown) => {
+        throw error instanceof ForeignKeyViolationError ? notFound(`Post ${postId}`) : error;
+      });
       const { numUpdatedRows } = await trx.updateTable('posts').set((eb) => ({ comment_count: eb('comment_count', '+', 1) })).where('id', '=', postId).executeTakeFirst();
       if (numUpdatedRows === 0n) throw notFound(`Post ${postId}`);
-      return comments.insert({ post_id: postId, commenter: request.body.commenter, body: request.body.body });
+      return written;
     });
     return reply.code(201).send(comment.toJSON());
   });
