@@ -5,7 +5,7 @@
  * do not share an event loop with the server or the load generator.
  *
  * `node --import tsx bench/delay-proxy.ts <target host> <target port> <delay ms>`; prints
- * `delay-proxy: listening on 127.0.0.1:<port>` and runs until SIGTERM/SIGINT (bench/exit-with-parent.ts
+ * `delay-proxy: listening on 127.0.0.1:<port>` and runs until SIGTERM/SIGINT (bench/child-harness.ts
  * sends one when the benchmark goes away).
  */
 import { TcpProxy } from '../test/integration/tcp-proxy.js';

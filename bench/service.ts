@@ -44,6 +44,12 @@
  * - Latency: autocannon's per-response time (from writing the request to the end of the
  *   response), split by status: the p50/p99 of 2xx only; 503s, 504s and the rest counted.
  *   Cells pool the responses of all rounds.
+ * - Also shown, to explain the latencies rather than to judge: each process's CPU (/proc),
+ *   and the event-loop lag p99 of the server and of the load generator (the worst round;
+ *   monitorEventLoopDelay, sampled every 10 ms, bench/child-harness.ts in the children).
+ * - Variables of the service other than those above pass through from this process's
+ *   environment: `POOL_MAX_WAITING=90 npm run bench:service` runs it without shedding at
+ *   100 connections, say.
  *
  * Compare ratios: the machine is shared and noisy (2 cores here for the load generator,
  * both servers, both proxies and PostgreSQL).
@@ -51,6 +57,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
@@ -69,10 +76,12 @@ const POSTS = 10_000;
 const TAGS = 50;
 const COMMENTS_PER_POST = 3;
 
-const args = benchArgs({ seconds: '4', concurrency: '1,10,100' }, { 'delay-ms': '1', 'pool-max': '10', warmup: '1' });
+const args = benchArgs({ seconds: '4', concurrency: '1,10,100' }, { 'delay-ms': '1', 'pool-max': '10', warmup: '1', rate: '0' });
 const DELAY_MS = Number(args.extra['delay-ms']);
 const POOL_MAX = Number(args.extra['pool-max']);
 const WARMUP_S = Number(args.extra['warmup']);
+/** autocannon's overallRate (req/s over all connections); 0, the default: closed loop, no limit. */
+const RATE = Number(args.extra['rate']);
 
 function databaseUrl(base: string, name: string, hostPort?: { host: string; port: number }): string {
   const url = new URL(base);
@@ -147,7 +156,7 @@ async function prepareDatabase(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Child processes: started with a pipe as stdin (bench/exit-with-parent.ts ends them when it
+// Child processes: started with a pipe as stdin (bench/child-harness.ts ends them when it
 // closes), stopped with SIGTERM then SIGKILL, all of them also on error and on SIGINT.
 
 interface Child {
@@ -161,10 +170,10 @@ interface Child {
 const children = new Set<Child>();
 
 function startChild(name: string, script: string, scriptArgs: string[], env: Record<string, string>, ready: RegExp): Promise<{ child: Child; match: RegExpMatchArray }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', '--import', './bench/exit-with-parent.ts', script, ...scriptArgs], {
+  const proc = spawn(process.execPath, ['--import', 'tsx', '--import', './bench/child-harness.ts', script, ...scriptArgs], {
     cwd: ROOT,
     env: { ...process.env, ...env },
-    stdio: ['pipe', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe', 'ipc'],
   });
   const child: Child = { name, process: proc, pid: proc.pid!, tail: [] };
   children.add(child);
@@ -211,6 +220,35 @@ process.once('exit', () => {
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => void stopAll().then(() => process.exit(130)));
 }
+
+interface LoopDelay {
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+}
+
+/** A child's event-loop delay since the last call (bench/child-harness.ts answers). */
+function childLoopDelay(child: Child): Promise<LoopDelay> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.process.off('message', onMessage);
+      reject(new Error(`${child.name}: no answer about its event loop`));
+    }, 10_000);
+    const onMessage = (message: unknown): void => {
+      const answer = message as { loopDelay?: LoopDelay };
+      if (answer.loopDelay === undefined) return;
+      clearTimeout(timer);
+      child.process.off('message', onMessage);
+      resolve(answer.loopDelay);
+    };
+    child.process.on('message', onMessage);
+    child.process.send('loop-delay?');
+  });
+}
+
+/** This process's (the load generator's) event-loop delay, the same way. */
+const ownLoopDelay = monitorEventLoopDelay({ resolution: 10 });
+ownLoopDelay.enable();
 
 /** CPU seconds a process has used (user + system), from /proc. */
 function cpuSeconds(pid: number): number {
@@ -319,6 +357,9 @@ interface Cell {
   serverCpu: number;
   proxyCpu: number;
   loadgenCpu: number;
+  /** Event-loop lag p99 of each run (over the 10 ms sampling tick), ms. */
+  serverLoopP99: number[];
+  loadgenLoopP99: number[];
 }
 
 function quantile(sorted: readonly number[], q: number): number {
@@ -334,6 +375,7 @@ function load(url: string, connections: number, seconds: number, cell?: Cell): P
         connections,
         duration: seconds,
         timeout: 30,
+        ...(RATE > 0 ? { overallRate: RATE } : {}),
         requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: `/posts/${1 + Math.floor(Math.random() * POSTS)}` }) }],
       },
       (error) => (error ? reject(error) : resolve()),
@@ -351,6 +393,8 @@ function load(url: string, connections: number, seconds: number, cell?: Cell): P
 
 async function measureCell(server: Server, cell: Cell): Promise<void> {
   await load(server.url, cell.connections, WARMUP_S);
+  await childLoopDelay(server.server);
+  ownLoopDelay.reset();
   const before = { server: cpuSeconds(server.server.pid), proxy: cpuSeconds(server.proxy.pid), own: ownCpuSeconds(), at: performance.now() };
   await load(server.url, cell.connections, args.seconds, cell);
   const elapsed = (performance.now() - before.at) / 1000;
@@ -358,6 +402,9 @@ async function measureCell(server: Server, cell: Cell): Promise<void> {
   cell.serverCpu += cpuSeconds(server.server.pid) - before.server;
   cell.proxyCpu += cpuSeconds(server.proxy.pid) - before.proxy;
   cell.loadgenCpu += ownCpuSeconds() - before.own;
+  // Node's histogram counts the 10 ms sampling tick in each delay: what is over it is the lag.
+  cell.serverLoopP99.push(Math.max(0, (await childLoopDelay(server.server)).p99Ms - 10));
+  cell.loadgenLoopP99.push(Math.max(0, ownLoopDelay.percentile(99) / 1e6 - 10));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -377,7 +424,7 @@ async function main(): Promise<void> {
     const key = `${server.name}/${connections}`;
     let cell = cells.get(key);
     if (cell === undefined) {
-      cell = { server: server.name, connections, seconds: 0, served: [], shed: 0, timedOut504: 0, otherStatus: 0, errors: 0, serverCpu: 0, proxyCpu: 0, loadgenCpu: 0 };
+      cell = { server: server.name, connections, seconds: 0, served: [], shed: 0, timedOut504: 0, otherStatus: 0, errors: 0, serverCpu: 0, proxyCpu: 0, loadgenCpu: 0, serverLoopP99: [], loadgenLoopP99: [] };
       cells.set(key, cell);
     }
     return cell;
@@ -412,6 +459,8 @@ async function main(): Promise<void> {
         serverCpuPct: (100 * cell.serverCpu) / cell.seconds,
         proxyCpuPct: (100 * cell.proxyCpu) / cell.seconds,
         loadgenCpuPct: (100 * cell.loadgenCpu) / cell.seconds,
+        serverLoopP99Ms: Math.max(...cell.serverLoopP99),
+        loadgenLoopP99Ms: Math.max(...cell.loadgenLoopP99),
       };
     });
   const unloaded = (name: string): number => {
@@ -434,7 +483,7 @@ async function main(): Promise<void> {
     const f = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
     console.log(
       formatTable(
-        ['server', 'conns', 'served/s', 'p50 ms', 'p99 ms', 'p99 vs c=1', 'shed 503', 'shed %', '504', 'other', 'errors', 'srv CPU%', 'proxy CPU%', 'loadgen CPU%'],
+        ['server', 'conns', 'served/s', 'p50 ms', 'p99 ms', 'p99 vs c=1', 'shed 503', 'shed %', '504', 'other', 'errors', 'srv CPU%', 'proxy CPU%', 'loadgen CPU%', 'srv lag p99', 'loadgen lag p99'],
         results.map((r) => [
           r.server,
           String(r.connections),
@@ -450,6 +499,8 @@ async function main(): Promise<void> {
           f(r.serverCpuPct, 0),
           f(r.proxyCpuPct, 0),
           f(r.loadgenCpuPct, 0),
+          f(r.serverLoopP99Ms, 1),
+          f(r.loadgenLoopP99Ms, 1),
         ]),
         1,
       ),
