@@ -47,6 +47,8 @@
  * - Also shown, to explain the latencies rather than to judge: each process's CPU (/proc),
  *   and the event-loop lag p99 of the server and of the load generator (the worst round;
  *   monitorEventLoopDelay, sampled every 10 ms, bench/child-harness.ts in the children).
+ * - `--client retry-after` swaps autocannon for clients that wait out a 503's Retry-After
+ *   (see politeLoad): how the service does when shed clients back off, for comparison.
  * - Variables of the service other than those above pass through from this process's
  *   environment: `POOL_MAX_WAITING=90 npm run bench:service` runs it without shedding at
  *   100 connections, say.
@@ -56,6 +58,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
@@ -76,12 +79,15 @@ const POSTS = 10_000;
 const TAGS = 50;
 const COMMENTS_PER_POST = 3;
 
-const args = benchArgs({ seconds: '4', concurrency: '1,10,100' }, { 'delay-ms': '1', 'pool-max': '10', warmup: '1', rate: '0' });
+const args = benchArgs({ seconds: '4', concurrency: '1,10,100' }, { 'delay-ms': '1', 'pool-max': '10', warmup: '1', rate: '0', client: 'autocannon' });
 const DELAY_MS = Number(args.extra['delay-ms']);
 const POOL_MAX = Number(args.extra['pool-max']);
 const WARMUP_S = Number(args.extra['warmup']);
 /** autocannon's overallRate (req/s over all connections); 0, the default: closed loop, no limit. */
 const RATE = Number(args.extra['rate']);
+/** `autocannon` (default), or `retry-after`: see politeLoad. */
+const CLIENT = String(args.extra['client']);
+if (CLIENT !== 'autocannon' && CLIENT !== 'retry-after') throw new Error('--client: autocannon or retry-after');
 
 function databaseUrl(base: string, name: string, hostPort?: { host: string; port: number }): string {
   const url = new URL(base);
@@ -366,8 +372,50 @@ function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
 }
 
+/**
+ * `--client retry-after`, an experiment rather than the benchmark: `connections` closed-loop
+ * clients on Node's http with keep-alive, each of which, answered 503, waits the
+ * Retry-After it was given before its next request, as a well-behaved client would.
+ * Much slower per request than autocannon, but the load here is hundreds of req/s.
+ */
+async function politeLoad(url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+  const stopAt = performance.now() + seconds * 1000;
+  const get = (path: string): Promise<{ status: number; retryAfter: number }> =>
+    new Promise((resolve, reject) => {
+      http
+        .get(`${url}${path}`, { agent }, (response) => {
+          response.resume();
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, retryAfter: Number(response.headers['retry-after'] ?? 1) }));
+        })
+        .on('error', reject);
+    });
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (performance.now() < stopAt) {
+        const start = performance.now();
+        try {
+          const { status, retryAfter } = await get(`/posts/${1 + Math.floor(Math.random() * POSTS)}`);
+          const ms = performance.now() - start;
+          if (status >= 200 && status < 300) cell?.served.push(ms);
+          else if (status === 503) {
+            if (cell !== undefined) cell.shed++;
+            await new Promise((resolve) => setTimeout(resolve, Math.min(retryAfter * 1000, Math.max(0, stopAt - performance.now()))));
+          } else if (status === 504) {
+            if (cell !== undefined) cell.timedOut504++;
+          } else if (cell !== undefined) cell.otherStatus++;
+        } catch {
+          if (cell !== undefined) cell.errors++;
+        }
+      }
+    }),
+  );
+  agent.destroy();
+}
+
 /** One autocannon run: GET /posts/<random id>, `connections` at a time, closed loop. */
 function load(url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
+  if (CLIENT === 'retry-after') return politeLoad(url, connections, seconds, cell);
   return new Promise((resolve, reject) => {
     const instance = autocannon(
       {
@@ -475,6 +523,7 @@ async function main(): Promise<void> {
   if (args.json) {
     process.stdout.write(`${JSON.stringify({ config, results: results.map((r) => ({ ...r, p99VsUnloaded: ratio(r) })) })}\n`);
   } else {
+    if (CLIENT !== 'autocannon') console.log(`load: ${CLIENT} clients (an experiment, not the benchmark's autocannon)`);
     console.log(
       `GET /posts/:id (4 queries), pool max ${POOL_MAX}; PostgreSQL behind a proxy adding ${DELAY_MS} ms each way ` +
         `(SELECT 1 round trip p50: ${rtt.proxiedMs.toFixed(2)} ms through it, ${rtt.directMs.toFixed(2)} ms direct); ` +
