@@ -79,12 +79,10 @@ const POSTS = 10_000;
 const TAGS = 50;
 const COMMENTS_PER_POST = 3;
 
-const args = benchArgs({ seconds: '4', concurrency: '1,10,100' }, { 'delay-ms': '1', 'pool-max': '10', warmup: '1', rate: '0', client: 'autocannon' });
+const args = benchArgs({ seconds: '4', concurrency: '1,10,100' }, { 'delay-ms': '1', 'pool-max': '10', warmup: '1', client: 'autocannon' });
 const DELAY_MS = Number(args.extra['delay-ms']);
 const POOL_MAX = Number(args.extra['pool-max']);
 const WARMUP_S = Number(args.extra['warmup']);
-/** autocannon's overallRate (req/s over all connections); 0, the default: closed loop, no limit. */
-const RATE = Number(args.extra['rate']);
 /** `autocannon` (default), or `retry-after`: see politeLoad. */
 const CLIENT = String(args.extra['client']);
 if (CLIENT !== 'autocannon' && CLIENT !== 'retry-after') throw new Error('--client: autocannon or retry-after');
@@ -423,7 +421,6 @@ function load(url: string, connections: number, seconds: number, cell?: Cell): P
         connections,
         duration: seconds,
         timeout: 30,
-        ...(RATE > 0 ? { overallRate: RATE } : {}),
         requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: `/posts/${1 + Math.floor(Math.random() * POSTS)}` }) }],
       },
       (error) => (error ? reject(error) : resolve()),
