@@ -1,6 +1,6 @@
 /**
  * `npm run bench:service [-- --json] [-- --seconds 4] [-- --rounds 3] [-- --concurrency 1,10,100]
- *   [-- --delay-ms 1] [-- --pool-max 10] [-- --warmup 1]`
+ *   [-- --delay-ms 1] [-- --pool-max 10] [-- --warmup 1] [-- --client autocannon|retry-after]`
  *
  * The example service (examples/service, on sluice) under HTTP load, side by side with the
  * same route built on Kysely's own PostgresDialect over pg.Pool (bench/service-baseline.ts):
