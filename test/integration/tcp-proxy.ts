@@ -12,6 +12,12 @@
  *   handled as before, see `drop()` to drop only some).
  *
  * `close()` resets everything and stops listening: no socket or server is left.
+ *
+ * `delayMs` (an option of `start`, default 0) delays every chunk, each way, by that many
+ * milliseconds, order kept per connection: the target seen across a network hop (the
+ * service benchmark's "database in the same region"). Half-closes and clean closes wait
+ * behind the bytes before them; a reset does not. Bytes already in the delay line when the
+ * proxy stalls are delivered (they were on the wire); later ones are held.
  */
 import { connect, createServer, isIP, type Server, type Socket } from 'node:net';
 
@@ -32,6 +38,54 @@ interface Link {
   readonly client: Socket;
   readonly upstream: Socket;
   closed: boolean;
+  /** The delay lines of both directions (none without `delayMs`), stopped on teardown. */
+  readonly delays: DelayLine[];
+}
+
+export interface TcpProxyOptions {
+  /** Milliseconds added to every chunk, each way; order is kept per connection. Default 0. */
+  readonly delayMs?: number;
+}
+
+/** Runs actions `delayMs` after they were queued, in order. */
+class DelayLine {
+  readonly #delayMs: number;
+  #queue: Array<{ readonly at: number; readonly action: () => void }> = [];
+  #head = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(delayMs: number) {
+    this.#delayMs = delayMs;
+  }
+
+  push(action: () => void): void {
+    this.#queue.push({ at: performance.now() + this.#delayMs, action });
+    if (this.#timer === undefined) this.#arm();
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#queue = [];
+    this.#head = 0;
+  }
+
+  #arm(): void {
+    const next = this.#queue[this.#head]!;
+    this.#timer = setTimeout(() => this.#run(), Math.max(1, Math.ceil(next.at - performance.now())));
+  }
+
+  #run(): void {
+    this.#timer = undefined;
+    const now = performance.now();
+    while (this.#head < this.#queue.length && this.#queue[this.#head]!.at <= now) this.#queue[this.#head++]!.action();
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#timer === undefined) {
+      this.#arm();
+    }
+  }
 }
 
 const LOOPBACK_NAMES = new Set(['localhost', 'localhost.', 'ip6-localhost']);
@@ -53,27 +107,31 @@ export class TcpProxy {
   readonly #server: Server;
   readonly #targetHost: string;
   readonly #targetPort: number;
+  readonly #delayMs: number;
   readonly #links = new Set<Link>();
   #mode: Exclude<ProxyMode, 'drop'> = 'pass';
   #port = 0;
   #closing: Promise<void> | undefined;
   #accepted = 0;
 
-  private constructor(targetHost: string, targetPort: number) {
+  private constructor(targetHost: string, targetPort: number, delayMs: number) {
     this.#targetHost = targetHost;
     this.#targetPort = targetPort;
+    this.#delayMs = delayMs;
     this.#server = createServer({ allowHalfOpen: false, pauseOnConnect: true }, (client) => this.#accept(client));
   }
 
   /** Starts a proxy to `targetHost:targetPort` (loopback only) on an ephemeral 127.0.0.1 port. */
-  static async start(targetHost: string, targetPort: number): Promise<TcpProxy> {
+  static async start(targetHost: string, targetPort: number, options: TcpProxyOptions = {}): Promise<TcpProxy> {
     if (!isLoopback(targetHost)) {
       throw new Error(`TcpProxy forwards to loopback addresses only, not to ${JSON.stringify(targetHost)}.`);
     }
     if (!Number.isInteger(targetPort) || targetPort <= 0 || targetPort > 65_535) {
       throw new Error(`TcpProxy: invalid target port ${String(targetPort)}.`);
     }
-    const proxy = new TcpProxy(targetHost, targetPort);
+    const delayMs = options.delayMs ?? 0;
+    if (!Number.isFinite(delayMs) || delayMs < 0) throw new Error(`TcpProxy: invalid delayMs ${String(delayMs)}.`);
+    const proxy = new TcpProxy(targetHost, targetPort, delayMs);
     await proxy.#listen();
     return proxy;
   }
@@ -186,12 +244,21 @@ export class TcpProxy {
     }
     const upstream = connect({ host: this.#targetHost, port: this.#targetPort });
     upstream.pause();
-    const link: Link = { client, upstream, closed: false };
+    const link: Link = { client, upstream, closed: false, delays: [] };
     this.#links.add(link);
     client.setNoDelay(true);
     upstream.setNoDelay(true);
 
     const forward = (from: Socket, to: Socket): void => {
+      // Without a delay, at once; with one, through this direction's delay line.
+      let deliver = (action: () => void): void => action();
+      if (this.#delayMs > 0) {
+        const line = new DelayLine(this.#delayMs);
+        link.delays.push(line);
+        deliver = (action) => line.push(() => {
+          if (!link.closed) action();
+        });
+      }
       from.on('data', (chunk: Buffer) => {
         if (this.#mode === 'stall') {
           // Stalled between a read and the pause: hold the bytes back until `pass`.
@@ -199,20 +266,27 @@ export class TcpProxy {
           from.unshift(chunk);
           return;
         }
-        if (!to.write(chunk)) from.pause();
+        deliver(() => {
+          if (!to.write(chunk)) from.pause();
+        });
       });
       to.on('drain', () => {
         if (this.#mode !== 'stall' && !link.closed) from.resume();
       });
       // A half-close is passed on.
       from.on('end', () => {
-        if (!to.destroyed) to.end();
+        deliver(() => {
+          if (!to.destroyed) to.end();
+        });
       });
       // A clean close of one side closes the other once its pending bytes are written;
       // an error resets both: the proxy keeps no half-dead pair.
       from.on('close', (hadError: boolean) => {
         if (hadError) this.#teardown(link);
-        else if (!to.destroyed) to.destroySoon();
+        else
+          deliver(() => {
+            if (!to.destroyed) to.destroySoon();
+          });
         if (from.destroyed && to.destroyed) this.#forget(link);
       });
       from.on('error', () => this.#teardown(link));
@@ -236,6 +310,7 @@ export class TcpProxy {
     if (link.closed) return;
     link.closed = true;
     this.#links.delete(link);
+    for (const line of link.delays) line.stop();
     if (!link.client.destroyed) link.client.resetAndDestroy();
     if (!link.upstream.destroyed) link.upstream.destroy();
   }
@@ -244,6 +319,7 @@ export class TcpProxy {
   #forget(link: Link): void {
     link.closed = true;
     this.#links.delete(link);
+    for (const line of link.delays) line.stop();
   }
 }
 
