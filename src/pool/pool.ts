@@ -189,6 +189,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       pendingCreates: this.#attempts.size,
       max: this.#options.max,
       min: this.#options.min,
+      maxWaiting: this.#options.maxWaiting,
       closed: this.#closed,
       totals: {
         acquired: this.#acquired,

@@ -36,6 +36,12 @@ export interface PoolStats {
   readonly pendingCreates: number;
   readonly max: number;
   readonly min: number;
+  /**
+   * The queue's bound (`Infinity`: none). An acquire is shed (`PoolQueueFullError`) when
+   * `idle === 0 && waiting >= maxWaiting`: a service can apply the same test at its door
+   * and refuse a request before doing any of its work.
+   */
+  readonly maxWaiting: number;
   readonly closed: boolean;
   readonly totals: PoolTotals;
 }

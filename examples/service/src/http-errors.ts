@@ -24,6 +24,7 @@ import {
   QueryTimeoutError,
   UniqueViolationError,
 } from 'sluice';
+import { SHED_MESSAGE } from './plugins/load-shedding.js';
 import { ClientGoneError } from './plugins/request-deadline.js';
 
 /** An error a route throws on purpose, with the status and message the client gets. */
@@ -62,7 +63,7 @@ function answerFor(error: unknown, request: FastifyRequest): Answer {
   // A row deleted by another request between this one's read and its write.
   if (error instanceof ModelNotFoundError) return { status: 404, message: 'The row was deleted meanwhile.' };
   if (error instanceof PoolQueueFullError) {
-    return { status: 503, retryAfter: true, message: 'The service is at capacity: every database connection is busy and the queue is full. Retry later.' };
+    return { status: 503, retryAfter: true, message: SHED_MESSAGE };
   }
   if (error instanceof QueryTimeoutError || (error instanceof PoolTimeoutError && error.reason !== 'create-failed')) {
     return { status: 504, message: `The request ran past its deadline; its queries were stopped.` };

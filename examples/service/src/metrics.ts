@@ -17,6 +17,8 @@ export interface ServiceMetrics {
   readonly queryLog: (event: LogEvent) => void;
   /** Reads the pool's stats at each scrape, and times each wait for a connection. */
   observePool(database: Pick<Database<unknown>, 'pool'>): void;
+  /** A request refused at the door because the pool's queue was full. */
+  countShed(): void;
   observeRequest(labels: { readonly method: string; readonly route: string; readonly status: number }, seconds: number): void;
 }
 
@@ -42,6 +44,11 @@ export function createMetrics(): ServiceMetrics {
     name: 'sluice_pool_wait_seconds',
     help: 'Time a query waited for a connection (0 when one was idle).',
     buckets: [0, ...LATENCY_BUCKETS],
+    registers: [registry],
+  });
+  const shed = new Counter({
+    name: 'http_requests_shed_total',
+    help: "Requests answered 503 at the door because the pool's queue was full (load shedding).",
     registers: [registry],
   });
   const requests = new Histogram({
@@ -74,6 +81,7 @@ export function createMetrics(): ServiceMetrics {
       stat('sluice_pool_in_use', 'Connections running a query or holding a transaction.', (s) => s.inUse);
       stat('sluice_pool_idle', 'Connections ready for the next query.', (s) => s.idle);
       stat('sluice_pool_waiting', 'Queries queued for a connection.', (s) => s.waiting);
+      stat('sluice_pool_max_waiting', 'The most queries that may queue; beyond it the pool sheds load (-1: no bound).', (s) => (s.maxWaiting === Infinity ? -1 : s.maxWaiting));
       stat('sluice_pool_pending_creates', 'Connections being opened.', (s) => s.pendingCreates);
       const total = (name: string, help: string, key: keyof PoolTotals): void => {
         let reported = 0;
@@ -96,6 +104,7 @@ export function createMetrics(): ServiceMetrics {
       total('sluice_pool_connections_destroyed_total', 'Connections closed.', 'destroyed');
       total('sluice_pool_create_errors_total', 'Failed attempts to open a connection.', 'createErrors');
     },
+    countShed: () => shed.inc(),
     observeRequest(labels, seconds) {
       requests.observe({ method: labels.method, route: labels.route, status: String(labels.status) }, seconds);
     },
