@@ -8,7 +8,7 @@ import type { Database } from 'sluice';
 import { serviceContext } from './context.js';
 import { errorHandler } from './http-errors.js';
 import type { ServiceMetrics } from './metrics.js';
-import { shedWhenQueueFull } from './plugins/load-shedding.js';
+import { sheddingServer } from './plugins/load-shedding.js';
 import { requestDeadlines } from './plugins/request-deadline.js';
 import { authorRoutes } from './routes/authors.js';
 import { operationRoutes } from './routes/operations.js';
@@ -30,6 +30,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { database, metrics } = options;
   const app = Fastify({
     logger: options.logger ?? false,
+    serverFactory: sheddingServer({ pool: database.pool, retryAfterSeconds: options.retryAfterSeconds, onShed: metrics.countShed }),
     // Unknown fields in a body are an error the client should hear about, not something
     // to drop quietly (Fastify's default removes them).
     ajv: { customOptions: { removeAdditional: false } },
@@ -37,7 +38,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   // Before the routes: it wraps each route's handler as the route is added.
   requestDeadlines(app, { database, timeoutMs: options.requestTimeoutMs });
-  shedWhenQueueFull(app, { pool: database.pool, retryAfterSeconds: options.retryAfterSeconds, onShed: metrics.countShed });
   app.setErrorHandler(errorHandler({ retryAfterSeconds: options.retryAfterSeconds }));
   metrics.observePool(database);
   app.addHook('onResponse', async (request, reply) => {

@@ -20,7 +20,8 @@ export interface ServiceConfig {
   /**
    * `POOL_MAX_WAITING`: requests that may queue for a connection; beyond it the pool sheds
    * load and the request answers 503 at once. Default: as many as `POOL_MAX`, so a request
-   * that waits, waits about one query's time, not the length of a backlog.
+   * that waits, waits about one query's time, not the length of a backlog. At least 1: with
+   * 0 not even the wait for a new connection to open is allowed, so a cold pool refuses all.
    */
   readonly poolMaxWaiting: number;
   /** `RETRY_AFTER_S`: the `Retry-After` a shed request is given, in seconds. Default 1. */
@@ -58,7 +59,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig 
     port: integer(env, 'PORT', 3000, 0, 65535),
     requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_MS', 5000, 1),
     poolMax,
-    poolMaxWaiting: integer(env, 'POOL_MAX_WAITING', poolMax, 0),
+    poolMaxWaiting: integer(env, 'POOL_MAX_WAITING', poolMax, 1),
     retryAfterSeconds: integer(env, 'RETRY_AFTER_S', 1, 0),
     logLevel,
   };

@@ -17,7 +17,7 @@ export const operationRoutes: FastifyPluginAsyncTypebox<{ readonly database: Dat
   // Not shed at the door, but its ping goes through the pool like any query, so a pool
   // that sheds load fails it: this instance cannot take more work right now (a readiness
   // check, not a liveness one).
-  app.get('/healthz', { config: { shed: false }, schema: { response: { 200: HealthOut, 503: HealthOut } } }, async (_request, reply) => {
+  app.get('/healthz', { schema: { response: { 200: HealthOut, 503: HealthOut } } }, async (_request, reply) => {
     try {
       await database.withDeadline({ timeoutMs: HEALTH_TIMEOUT_MS }, () => sql`SELECT 1`.execute(database.db));
       return { status: 'ok', database: database.dialect };
@@ -27,7 +27,7 @@ export const operationRoutes: FastifyPluginAsyncTypebox<{ readonly database: Dat
     }
   });
 
-  app.get('/metrics', { config: { deadline: false, shed: false } }, async (_request, reply) => {
+  app.get('/metrics', { config: { deadline: false } }, async (_request, reply) => {
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 };
