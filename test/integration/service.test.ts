@@ -9,7 +9,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, test } from 'vitest';
-import type { Database } from '../../src/index.js';
+import {
+  ConnectionLostError,
+  type Database,
+  DeadlockError,
+  ModelNotFoundError,
+  PoolQueueFullError,
+  PoolTimeoutError,
+  QueryTimeoutError,
+} from '../../src/index.js';
 import type { DB } from '../../examples/service/src/schema.js';
 import { clearServiceTables, freshDatabaseUrl, type RunningService, type ServiceDialect, startService } from '../support/service-harness.js';
 
@@ -339,6 +347,48 @@ describe('example service with its database unreachable', () => {
       expect(down.database.location).toBe('PostgreSQL 127.0.0.1:1/nowhere');
     } finally {
       await down.close();
+    }
+  });
+});
+
+describe('example service: what each failure answers', () => {
+  test('every sluice error a query can end with maps to its status, with Retry-After where a retry may work and no internals', async () => {
+    const failures: Record<string, () => Error> = {
+      shed: () => new PoolQueueFullError(10),
+      'query-timeout': () => new QueryTimeoutError(500),
+      'pool-exhausted': () => new PoolTimeoutError('exhausted', 500, 'pool: timed out'),
+      'pool-create-failed': () => new PoolTimeoutError('create-failed', 500, 'pool: timed out', { cause: new Error('ECONNREFUSED') }),
+      'connection-lost': () => new ConnectionLostError('lost', { cause: new Error('reset') }),
+      deadlock: () => new DeadlockError('deadlock', { sqlState: '40P01', cause: new Error('deadlock detected') }),
+      'row-gone': () => new ModelNotFoundError('gone'),
+      bug: () => new Error('internal detail: SELECT secret FROM vault'),
+    };
+    const service = await startService(`sqlite:${join(sqliteDir, 'failures.db')}`, {
+      extend: (app) => {
+        // Routes of the test's own that fail the way a query can: the error handling under test is the service's.
+        for (const [name, failure] of Object.entries(failures)) app.get(`/fail/${name}`, async () => Promise.reject(failure()));
+      },
+    });
+    try {
+      const expected: Record<string, [number, boolean]> = {
+        shed: [503, true],
+        'query-timeout': [504, false],
+        'pool-exhausted': [504, false],
+        'pool-create-failed': [503, true],
+        'connection-lost': [503, true],
+        deadlock: [503, true],
+        'row-gone': [404, false],
+        bug: [500, false],
+      };
+      for (const [name, [status, retry]] of Object.entries(expected)) {
+        const answer = await service.call('GET', `/fail/${name}`);
+        expect(answer.status, name).toBe(status);
+        expect(answer.headers.get('retry-after') !== null, `${name} Retry-After`).toBe(retry);
+        expect(answer.body).toMatchObject({ statusCode: status, error: expect.any(String), message: expect.any(String) });
+        expect(JSON.stringify(answer.body)).not.toMatch(/secret|ECONNREFUSED|40P01/);
+      }
+    } finally {
+      await service.close();
     }
   });
 });

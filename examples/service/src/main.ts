@@ -40,12 +40,18 @@ async function main(): Promise<void> {
     retryAfterSeconds: config.retryAfterSeconds,
     logger: { level: config.logLevel },
   });
-  const shutdown = async (signal: string): Promise<void> => {
+  let closing: Promise<void> | undefined;
+  const shutdown = (signal: string): void => {
+    // Once: a signal can arrive twice (Ctrl-C reaches both tsx and this process, and tsx
+    // relays it), and a second one must not cut the first one's shutdown short.
+    if (closing !== undefined) return;
     console.log(`sluice example: ${signal}, finishing the requests in flight and closing`);
-    await app.close(); // stops accepting, waits for the requests in flight
-    await database.close();
+    closing = app
+      .close() // stops accepting, waits for the requests in flight (each bounded by its deadline)
+      .then(() => database.close())
+      .then(() => console.log('sluice example: closed'));
   };
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void shutdown(signal));
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => shutdown(signal));
 
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();
