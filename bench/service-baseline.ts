@@ -18,6 +18,7 @@ import pg from 'pg';
 import { Type } from 'typebox';
 import { AuthorOut, CommentOut, ErrorOut, IdParams, PostOut } from '../examples/service/src/routes/schemas.js';
 import type { DB } from '../examples/service/src/schema.js';
+import { excerptOf, isoTime } from '../examples/service/src/presentation.js';
 
 // As examples/service/src/routes/posts.ts builds it.
 const PostDetailOut = Type.Object({ ...PostOut.properties, author: Type.Union([AuthorOut, Type.Null()]), tags: Type.Array(Type.String()), comments: Type.Array(CommentOut) });
@@ -30,12 +31,6 @@ const poolMax = Number(process.env['POOL_MAX'] || 10);
 
 const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: databaseUrl, max: poolMax }) }) });
 
-// The service's JSON (examples/service/src/models.ts: toJSON, summary, excerpt, isoTime).
-const isoTime = (value: Date | string): string => (value instanceof Date ? value.toISOString() : new Date(`${value.replace(' ', 'T')}Z`).toISOString());
-function excerptOf(body: string): string {
-  const firstLine = body.split('\n', 1)[0] ?? '';
-  return firstLine.length <= 120 ? firstLine : `${firstLine.slice(0, 119)}…`;
-}
 
 const app = Fastify({ logger: { level: process.env['LOG_LEVEL'] || 'warn' } }).withTypeProvider<TypeBoxTypeProvider>();
 

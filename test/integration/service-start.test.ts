@@ -4,6 +4,7 @@
  * database it uses (never a password), serves, and exits cleanly on SIGTERM.
  */
 import { spawn } from 'node:child_process';
+import { type AddressInfo, createServer } from 'node:net';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,9 +112,18 @@ describe('npm start: the example service as a process', () => {
     const url = new URL(await freshDatabaseUrl('postgres', postgres, 'sluice_service_start_test'));
     // This server trusts local connections, so any password is accepted, and must not be shown.
     url.password = 'pa55-w0rd-not-for-logs';
-    const service = await start({ DATABASE_URL: url.toString() });
+    // A time zone far from the server's (UTC here): times must not shift by it.
+    const service = await start({ DATABASE_URL: url.toString(), TZ: 'America/New_York' });
     try {
       expect(service.output()).toMatch(/database: PostgreSQL [^\s]+:\d+\/sluice_service_start_test/);
+      const created = await fetch(`${service.baseUrl}/authors`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'Ada', email: 'ada@example.com' }),
+      });
+      const { createdAt } = (await created.json()) as { createdAt: string };
+      // Hours apart if a time zone were misapplied; the margin is not a timing assertion.
+      expect(Math.abs(Date.parse(createdAt) - Date.now())).toBeLessThan(10 * 60_000);
       expect(await (await fetch(`${service.baseUrl}/healthz`)).json()).toEqual({ status: 'ok', database: 'postgres' });
       const bad = await fetch(`${service.baseUrl}/posts/0`);
       expect(bad.status).toBe(400);
@@ -133,6 +143,19 @@ describe('npm start: the example service as a process', () => {
       // npm, tsx and the service each get the signal; the service closes cleanly all the same.
       const { output } = await service.stop();
       expect(output).toContain('sluice example: closed');
+    }
+  });
+
+  test('a port already in use stops the start with the reason, and leaves nothing running', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const { port } = blocker.address() as AddressInfo;
+    try {
+      await expect(start({ PORT: String(port), DATABASE_URL: `sqlite:${join(workDir, 'busy-port.db')}` })).rejects.toThrow(
+        /exited \(1\) before listening:[\s\S]*could not start:[\s\S]*EADDRINUSE/,
+      );
+    } finally {
+      blocker.close();
     }
   });
 

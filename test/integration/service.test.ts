@@ -18,6 +18,7 @@ import {
   PoolTimeoutError,
   QueryTimeoutError,
 } from '../../src/index.js';
+import { ClientGoneError } from '../../examples/service/src/plugins/request-deadline.js';
 import type { DB } from '../../examples/service/src/schema.js';
 import { clearServiceTables, freshDatabaseUrl, type RunningService, type ServiceDialect, startService } from '../support/service-harness.js';
 
@@ -40,29 +41,33 @@ async function eventually(what: string, check: () => Promise<boolean> | boolean,
   }
 }
 
+/** The statements each test watches for, by what they write (as Kysely writes them). */
+const WATCHED = {
+  comment: { postgres: ['insert into "comments"%', 'update "posts"%'], mysql: ['insert into `comments`%', 'update `posts`%'] },
+  tags: { postgres: ['insert into "tags"%'], mysql: ['insert ignore into `tags`%'] },
+} as const;
+
 /**
- * The statements of a comment being written (`insert into comments`, `update posts`) that
- * are running on the server now, read from the server itself (PostgreSQL's
- * pg_stat_activity, MySQL's processlist): proof that a request's statement is, or no
- * longer is, running there. SQLite has no server: its statements run in the pool's
- * sessions, so it counts the requesting service's sessions in use.
+ * How many of the `watched` statements are running on the server now, read from the server
+ * itself (PostgreSQL's pg_stat_activity, MySQL's processlist): proof that a request's
+ * statement is, or no longer is, running there. SQLite has no server: its statements run in
+ * the pool's sessions, so it counts the requesting service's sessions in use.
  */
-async function commentStatementsRunning(observer: Database<DB>, requester: Database<DB>, dialect: ServiceDialect): Promise<number> {
+async function statementsRunning(observer: Database<DB>, requester: Database<DB>, dialect: ServiceDialect, watched: keyof typeof WATCHED): Promise<number> {
+  if (dialect === 'sqlite') return requester.stats().inUse;
+  const patterns = WATCHED[watched][dialect];
   if (dialect === 'postgres') {
+    const matches = sql.join(patterns.map((pattern) => sql`query LIKE ${pattern}`), sql` OR `);
     const { rows } = await sql<{ n: number }>`
       SELECT count(*)::int AS n FROM pg_stat_activity
-      WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'
-        AND (query LIKE 'insert into "comments"%' OR query LIKE 'update "posts"%')`.execute(observer.db);
+      WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND (${matches})`.execute(observer.db);
     return rows[0]!.n;
   }
-  if (dialect === 'mysql') {
-    const { rows } = await sql<{ n: number }>`
-      SELECT count(*) AS n FROM information_schema.processlist
-      WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command <> 'Sleep'
-        AND (info LIKE 'insert into \`comments\`%' OR info LIKE 'update \`posts\`%')`.execute(observer.db);
-    return Number(rows[0]!.n);
-  }
-  return requester.stats().inUse;
+  const matches = sql.join(patterns.map((pattern) => sql`info LIKE ${pattern}`), sql` OR `);
+  const { rows } = await sql<{ n: number }>`
+    SELECT count(*) AS n FROM information_schema.processlist
+    WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command <> 'Sleep' AND (${matches})`.execute(observer.db);
+  return Number(rows[0]!.n);
 }
 
 /**
@@ -139,14 +144,17 @@ for (const { dialect, server, skip } of suites) {
         comments: [{ commenter: 'Grace', body: 'Nice.' }],
       });
 
+      const accented = await post(ada.id, 'Crème brûlée, über alles');
+      expect(accented.slug).toBe('creme-brulee-uber-alles');
+
       const withPosts = await service.call('GET', `/authors/${ada.id}`);
-      expect(withPosts.body.posts.map((p: { slug: string }) => p.slug)).toEqual(['hello-world']);
+      expect(withPosts.body.posts.map((p: { slug: string }) => p.slug)).toEqual(['hello-world', 'creme-brulee-uber-alles']);
       expect(withPosts.body.posts[0]).not.toHaveProperty('body');
 
       const renamed = await service.call('PATCH', `/posts/${created.id}`, { title: 'Renamed', tags: ['db'] });
       expect(renamed.status).toBe(200);
       expect(renamed.body).toMatchObject({ title: 'Renamed', slug: 'renamed', tags: ['db'] });
-      expect((await service.call('GET', `/posts?tag=db`)).body.items.map((p: { id: number }) => p.id)).toEqual([created.id]);
+      expect((await service.call('GET', `/posts?tag=DB%20`)).body.items.map((p: { id: number }) => p.id)).toEqual([created.id]);
       expect((await service.call('GET', `/posts?tag=news`)).body.items).toEqual([]);
       const patchedAuthor = await service.call('PATCH', `/authors/${ada.id}`, { name: 'Ada Lovelace' });
       expect(patchedAuthor.body).toMatchObject({ name: 'Ada Lovelace', email: 'ada@example.com' });
@@ -189,6 +197,11 @@ for (const { dialect, server, skip } of suites) {
         ['POST', '/posts', { authorId: 999_999, title: 'T', body: 'b' }, /no author 999999/],
         ['GET', '/posts/abc', undefined, /params\/id must be integer/],
         ['GET', '/posts?limit=1000', undefined, /querystring\/limit must be <= 100/],
+        // Beyond a 32-bit id: refused by the schema, not by the database (a 500).
+        ['GET', '/posts/99999999999', undefined, /params\/id must be <= 2147483647/],
+        ['GET', '/posts?after=99999999999', undefined, /querystring\/after must be <= 2147483647/],
+        ['POST', '/posts', { authorId: 99_999_999_999, title: 'T', body: 'b' }, /body\/authorId must be <= 2147483647/],
+        ['POST', '/posts/99999999999/comments', { commenter: 'X', body: 'x' }, /params\/id must be <= 2147483647/],
         ['PATCH', `/authors/${ada.id}`, {}, /must NOT have fewer than 1 properties/],
       ];
       for (const [method, path, body, message] of cases) {
@@ -239,6 +252,39 @@ for (const { dialect, server, skip } of suites) {
       expect(await count('post_tags')).toBe(1);
     });
 
+    test('a tag another request is creating at the same moment is linked, not lost', async () => {
+      const ada = await author();
+      // Started first: its start migrates, which would wait for the transaction below on SQLite.
+      const writer = await startService(url, { sqlite: { busyTimeoutMs: 60_000 } });
+      // Another transaction has created the tag "fresh" and not committed yet.
+      let commit!: () => void;
+      const committed = new Promise<void>((resolve) => (commit = resolve));
+      let created!: () => void;
+      const tagCreated = new Promise<void>((resolve) => (created = resolve));
+      const other = service.database.transaction(async (trx) => {
+        await trx.insertInto('tags').values({ name: 'fresh' }).execute();
+        created();
+        await committed;
+      });
+      try {
+        await Promise.race([tagCreated, other]);
+        const answer = writer.call('POST', '/posts', { authorId: ada.id, title: 'Fresh', body: 'b', tags: ['fresh', 'other'] });
+        // The request has read (its author) and now waits for the other transaction's tag.
+        await eventually('the request waits for the uncommitted tag', async () => (await statementsRunning(service.database, writer.database, dialect, 'tags')) === 1);
+        commit();
+        await other;
+        const written = await answer;
+        expect(written.status).toBe(201);
+        expect(written.body.tags).toEqual(['fresh', 'other']);
+        expect((await service.call('GET', `/posts/${written.body.id}`)).body.tags).toEqual(['fresh', 'other']);
+        expect(await count('post_tags')).toBe(2);
+      } finally {
+        commit();
+        await other.catch(() => undefined);
+        await writer.close();
+      }
+    });
+
     test('a full queue sheds the request at once: 503 with Retry-After; it is counted in /metrics', async () => {
       const ada = await author();
       const shedding = await startService(url, { pool: { max: 2, maxWaiting: 1 }, retryAfterSeconds: 7 });
@@ -277,7 +323,7 @@ for (const { dialect, server, skip } of suites) {
         const answer = await slow.call('POST', `/posts/${target.id}/comments`, { commenter: 'Grace', body: 'late' });
         expect(answer.status).toBe(504);
         expect(answer.body.message).toMatch(/deadline/);
-        await eventually('the timed-out statement has left the server', async () => (await commentStatementsRunning(service.database, slow.database, dialect)) === 0);
+        await eventually('the timed-out statement has left the server', async () => (await statementsRunning(service.database, slow.database, dialect, 'comment')) === 0);
         const metrics = (await slow.call('GET', '/metrics')).body as string;
         expect(metrics).toMatch(/^sluice_query_timeouts_total [1-9]/m);
       } finally {
@@ -303,11 +349,11 @@ for (const { dialect, server, skip } of suites) {
           body: JSON.stringify({ commenter: 'Grace', body: 'gone' }),
           signal: client.signal,
         });
-        await eventually('the request waits behind the lock', async () => (await commentStatementsRunning(service.database, patient.database, dialect)) === 1);
+        await eventually('the request waits behind the lock', async () => (await statementsRunning(service.database, patient.database, dialect, 'comment')) === 1);
         client.abort();
         await expect(request).rejects.toThrow();
         // The lock is still held: only the client going away can have stopped the statement.
-        await eventually('the abandoned statement has left the server', async () => (await commentStatementsRunning(service.database, patient.database, dialect)) === 0);
+        await eventually('the abandoned statement has left the server', async () => (await statementsRunning(service.database, patient.database, dialect, 'comment')) === 0);
         await eventually('the request gave its connection back', () => patient.database.stats().inUse === 0);
       } finally {
         client.abort();
@@ -360,7 +406,9 @@ describe('example service: what each failure answers', () => {
       'pool-create-failed': () => new PoolTimeoutError('create-failed', 500, 'pool: timed out', { cause: new Error('ECONNREFUSED') }),
       'connection-lost': () => new ConnectionLostError('lost', { cause: new Error('reset') }),
       deadlock: () => new DeadlockError('deadlock', { sqlState: '40P01', cause: new Error('deadlock detected') }),
-      'row-gone': () => new ModelNotFoundError('gone'),
+      // Routes turn the ModelNotFoundError of a row deleted meanwhile into a 404 themselves; one that
+      // reaches the handler is a misuse (an instance never inserted), a bug: 500.
+      'model-misuse': () => new ModelNotFoundError('This Post has no id: insert it with insert() first.'),
       bug: () => new Error('internal detail: SELECT secret FROM vault'),
     };
     const service = await startService(`sqlite:${join(sqliteDir, 'failures.db')}`, {
@@ -377,7 +425,7 @@ describe('example service: what each failure answers', () => {
         'pool-create-failed': [503, true],
         'connection-lost': [503, true],
         deadlock: [503, true],
-        'row-gone': [404, false],
+        'model-misuse': [500, false],
         bug: [500, false],
       };
       for (const [name, [status, retry]] of Object.entries(expected)) {
@@ -387,6 +435,36 @@ describe('example service: what each failure answers', () => {
         expect(answer.body).toMatchObject({ statusCode: status, error: expect.any(String), message: expect.any(String) });
         expect(JSON.stringify(answer.body)).not.toMatch(/secret|ECONNREFUSED|40P01/);
       }
+    } finally {
+      await service.close();
+    }
+  });
+});
+
+describe('example service: a client gone before its handler starts', () => {
+  test("the handler's queries are refused at once, not run for no one", async () => {
+    let settled!: (outcome: unknown) => void;
+    const outcome = new Promise<unknown>((resolve) => (settled = resolve));
+    const service = await startService(`sqlite:${join(sqliteDir, 'gone-early.db')}`, {
+      extend: (app, database) => {
+        // A hook of the test's own holds the request until its client has gone (as a slow
+        // body or a slow hook would), then the handler, wrapped by the service, queries.
+        app.get(
+          '/test/late',
+          { preHandler: (_request, reply, done) => void reply.raw.once('close', () => done()) },
+          async () => {
+            await sql`SELECT 1`.execute(database.db).then(() => settled('the query ran'), (error: unknown) => settled(error));
+            return {};
+          },
+        );
+      },
+    });
+    try {
+      const client = new AbortController();
+      const request = fetch(`${service.baseUrl}/test/late`, { signal: client.signal });
+      setTimeout(() => client.abort(), 50);
+      await expect(request).rejects.toThrow();
+      expect(await outcome).toBeInstanceOf(ClientGoneError);
     } finally {
       await service.close();
     }

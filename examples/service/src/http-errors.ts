@@ -12,12 +12,12 @@
  *   sluice's errors carry none).
  */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { STATUS_CODES } from 'node:http';
 import {
   ConnectionError,
   ConnectionLostError,
   DatabaseError,
   ForeignKeyViolationError,
-  ModelNotFoundError,
   PoolCreateError,
   PoolQueueFullError,
   PoolTimeoutError,
@@ -47,21 +47,9 @@ interface Answer {
   readonly retryAfter?: boolean;
 }
 
-const STATUS_TEXT: Readonly<Record<number, string>> = {
-  400: 'Bad Request',
-  404: 'Not Found',
-  409: 'Conflict',
-  499: 'Client Closed Request',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
-
 function answerFor(error: unknown, request: FastifyRequest): Answer {
   if (error instanceof HttpError) return { status: error.statusCode, message: error.message };
   if (error instanceof ClientGoneError) return { status: 499, message: error.message };
-  // A row deleted by another request between this one's read and its write.
-  if (error instanceof ModelNotFoundError) return { status: 404, message: 'The row was deleted meanwhile.' };
   if (error instanceof PoolQueueFullError) {
     return { status: 503, retryAfter: true, message: SHED_MESSAGE };
   }
@@ -94,6 +82,6 @@ export function errorHandler(options: { readonly retryAfterSeconds: number }) {
     else if (error instanceof PoolQueueFullError) request.log.debug(answer.message);
     else if (answer.status === 503 || answer.status === 504) request.log.warn({ code: (error as { code?: unknown }).code }, answer.message);
     if (answer.retryAfter === true) void reply.header('retry-after', String(options.retryAfterSeconds));
-    return reply.code(answer.status).send({ statusCode: answer.status, error: STATUS_TEXT[answer.status] ?? 'Error', message: answer.message });
+    return reply.code(answer.status).send({ statusCode: answer.status, error: answer.status === 499 ? 'Client Closed Request' : (STATUS_CODES[answer.status] ?? 'Error'), message: answer.message });
   };
 }

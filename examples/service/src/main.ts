@@ -12,6 +12,11 @@ import { createMetrics } from './metrics.js';
 import { migrationProvider } from './migrations.js';
 import type { DB } from './schema.js';
 
+/** The longest a start waits for its migrations (see below). */
+const MIGRATION_TIMEOUT_MS = 60_000;
+/** How much longer than a request's deadline a shutdown may take before the process exits anyway. */
+const SHUTDOWN_MARGIN_MS = 5_000;
+
 async function main(): Promise<void> {
   const config = readConfig();
   if (/^sqlite:/i.test(config.databaseUrl) && !/^sqlite::memory:$/i.test(config.databaseUrl)) {
@@ -24,10 +29,16 @@ async function main(): Promise<void> {
     log: metrics.queryLog,
   });
   const where = database.location; // never the URL: it may hold a password
+  console.log(`sluice example: ${where}: applying migrations`);
   try {
-    const { results } = await migrate(database, { provider: migrationProvider(database.dialect) });
+    // Bounded: a database that does not answer fails the start with a clear error instead
+    // of a silent wait (this schema migrates in milliseconds; another instance migrating
+    // at the same moment holds the lock for as long).
+    const { results } = await database.withDeadline({ timeoutMs: MIGRATION_TIMEOUT_MS }, () =>
+      migrate(database, { provider: migrationProvider(database.dialect) }),
+    );
     const applied = results.filter((result) => result.status === 'applied').length;
-    console.log(`sluice example: ${where}, ${applied === 0 ? 'schema up to date' : `${applied} migration(s) applied`}`);
+    console.log(`sluice example: ${applied === 0 ? 'schema up to date' : `${applied} migration(s) applied`}`);
   } catch (error) {
     await database.close();
     throw error;
@@ -40,26 +51,46 @@ async function main(): Promise<void> {
     retryAfterSeconds: config.retryAfterSeconds,
     logger: { level: config.logLevel },
   });
-  let closing: Promise<void> | undefined;
+  let closing = false;
   const shutdown = (signal: string): void => {
-    // Once: a signal can arrive twice (Ctrl-C reaches both tsx and this process, and tsx
-    // relays it), and a second one must not cut the first one's shutdown short.
-    if (closing !== undefined) return;
+    // Once: a signal can come twice (Ctrl-C reaches both tsx and this process), and the
+    // second must not cut the first one's shutdown short.
+    if (closing) return;
+    closing = true;
     console.log(`sluice example: ${signal}, finishing the requests in flight and closing`);
-    closing = app
-      .close() // stops accepting, waits for the requests in flight (each bounded by its deadline)
+    // Requests in flight end by their deadline; this bounds what else could hold the close
+    // (a client still sending a body, say).
+    setTimeout(() => {
+      console.error('sluice example: could not close in time; exiting');
+      process.exit(1);
+    }, config.requestTimeoutMs + SHUTDOWN_MARGIN_MS).unref();
+    app
+      .close() // stops accepting, waits for the requests in flight
       .then(() => database.close())
-      .then(() => console.log('sluice example: closed'));
+      .then(
+        () => console.log('sluice example: closed'),
+        (error: unknown) => {
+          console.error('sluice example: closing failed:', error);
+          process.exitCode = 1;
+        },
+      );
   };
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => shutdown(signal));
 
-  await app.listen({ host: config.host, port: config.port });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : config.port;
-  console.log(`sluice example: listening on http://${config.host}:${port} (database: ${where}; try GET /posts, /healthz, /metrics)`);
+  let address: string;
+  try {
+    address = await app.listen({ host: config.host, port: config.port });
+  } catch (error) {
+    // A port in use, say: nothing may be left running (the pool's workers would keep the process alive).
+    await app.close();
+    await database.close();
+    throw error;
+  }
+  console.log(`sluice example: listening on ${address} (database: ${where}; try GET /posts, /healthz, /metrics)`);
 }
 
 main().catch((error: unknown) => {
-  console.error(error instanceof ConfigError ? `sluice example: ${error.message}` : error);
+  if (error instanceof ConfigError) console.error(`sluice example: ${error.message}`);
+  else console.error('sluice example: could not start:', error);
   process.exitCode = 1;
 });

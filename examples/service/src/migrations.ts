@@ -16,12 +16,15 @@ function createTables(dialect: Dialect): Migration {
       ? table.addColumn('id', 'integer', (column) => column.primaryKey().generatedByDefaultAsIdentity())
       : table.addColumn('id', 'integer', (column) => column.primaryKey().autoIncrement());
   const now = sql`CURRENT_TIMESTAMP`;
+  // A point in time: `timestamptz` on PostgreSQL (a plain `timestamp` would be read back in
+  // Node's time zone, not the server's); DATETIME on MySQL (TIMESTAMP ends in 2038).
+  const time = dialect === 'postgres' ? 'timestamptz' : 'datetime';
   return {
     async up(db: Kysely<unknown>) {
       await id(db.schema.createTable('authors'))
         .addColumn('name', 'varchar(100)', (column) => column.notNull())
         .addColumn('email', 'varchar(255)', (column) => column.notNull().unique())
-        .addColumn('created_at', 'timestamp', (column) => column.notNull().defaultTo(now))
+        .addColumn('created_at', time, (column) => column.notNull().defaultTo(now))
         .execute();
       await id(db.schema.createTable('posts'))
         .addColumn('author_id', 'integer', (column) => column.notNull())
@@ -29,7 +32,7 @@ function createTables(dialect: Dialect): Migration {
         .addColumn('slug', 'varchar(200)', (column) => column.notNull().unique())
         .addColumn('body', 'text', (column) => column.notNull())
         .addColumn('comment_count', 'integer', (column) => column.notNull().defaultTo(0))
-        .addColumn('created_at', 'timestamp', (column) => column.notNull().defaultTo(now))
+        .addColumn('created_at', time, (column) => column.notNull().defaultTo(now))
         .addForeignKeyConstraint('posts_author_fk', ['author_id'], 'authors', ['id'], (fk) => fk.onDelete('cascade'))
         .execute();
       await db.schema.createIndex('posts_author_idx').on('posts').column('author_id').execute();
@@ -37,7 +40,7 @@ function createTables(dialect: Dialect): Migration {
         .addColumn('post_id', 'integer', (column) => column.notNull())
         .addColumn('commenter', 'varchar(100)', (column) => column.notNull())
         .addColumn('body', 'text', (column) => column.notNull())
-        .addColumn('created_at', 'timestamp', (column) => column.notNull().defaultTo(now))
+        .addColumn('created_at', time, (column) => column.notNull().defaultTo(now))
         .addForeignKeyConstraint('comments_post_fk', ['post_id'], 'posts', ['id'], (fk) => fk.onDelete('cascade'))
         .execute();
       await db.schema.createIndex('comments_post_idx').on('comments').column('post_id').execute();

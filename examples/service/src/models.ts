@@ -3,18 +3,10 @@
  * is shown to API clients (`toJSON`, which Fastify's serializer calls).
  */
 import { belongsTo, defineModels, hasMany, manyToMany } from 'sluice';
+import { excerptOf, isoTime } from './presentation.js';
 import type { DB } from './schema.js';
 
 const Model = defineModels<DB>();
-
-/**
- * A `created_at` as ISO 8601 in UTC. PostgreSQL and MySQL give a Date; SQLite gives
- * `CURRENT_TIMESTAMP`'s text, `YYYY-MM-DD HH:MM:SS` in UTC.
- */
-export function isoTime(value: Date | string): string {
-  if (value instanceof Date) return value.toISOString();
-  return new Date(`${value.replace(' ', 'T')}Z`).toISOString();
-}
 
 export class Author extends Model('authors') {
   static readonly relations = {
@@ -35,8 +27,7 @@ export class Post extends Model('posts') {
 
   /** The first line of the body, cut at 120 characters: what a list shows. */
   get excerpt(): string {
-    const firstLine = this.body.split('\n', 1)[0] ?? '';
-    return firstLine.length <= 120 ? firstLine : `${firstLine.slice(0, 119)}…`;
+    return excerptOf(this.body);
   }
 
   /** What a list shows: everything but the body. */
@@ -67,15 +58,6 @@ export class Tag extends Model('tags') {
   toJSON(): string {
     return this.name;
   }
-}
-
-/** A title as a URL path segment: `Hello, World!` → `hello-world`. */
-export function slugOf(title: string): string {
-  return title
-    .normalize('NFKD')
-    .toLowerCase()
-    .replace(/[^a-z0-9]+/g, '-')
-    .replace(/^-+|-+$/g, '');
 }
 
 export interface AuthorJson {

@@ -5,9 +5,10 @@
  * check sits in the HTTP server's request listener, ahead of routing, hooks, logging and
  * validation. Under overload every microsecond spent refusing a request is taken from the
  * requests being served (measured by `npm run bench:service`: a refusal made here instead
- * of in an `onRequest` hook halved the served p99 at 10x the pool's capacity). And no
- * request is shed halfway, after queries it would throw away. A request admitted can still
- * be shed by the pool at a later query; the error handler answers that one the same way.
+ * of in an `onRequest` hook halved the served p99 at 10x the pool's capacity). A request
+ * refused here has done none of its work. One admitted can still be refused by the pool at
+ * a later query (each query outside a transaction acquires on its own) after the work of
+ * the earlier ones; the error handler answers it the same way, 503 with `Retry-After`.
  */
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import type { Pool } from 'sluice';

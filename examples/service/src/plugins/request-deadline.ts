@@ -29,9 +29,13 @@ declare module 'fastify' {
  */
 function clientGoneSignal(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
-  reply.raw.once('close', () => {
-    if (!reply.raw.writableFinished) controller.abort(new ClientGoneError());
-  });
+  // Gone already, while its body was read or its hooks ran: 'close' has been and gone.
+  if (reply.raw.destroyed) controller.abort(new ClientGoneError());
+  else {
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) controller.abort(new ClientGoneError());
+    });
+  }
   return controller.signal;
 }
 

@@ -1,6 +1,6 @@
 /** `/authors`: list, create, read (with their posts), update, delete. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { UniqueViolationError } from 'sluice';
+import { ModelNotFoundError, UniqueViolationError } from 'sluice';
 import { Type } from 'typebox';
 import type { ServiceContext } from '../context.js';
 import { conflict, notFound } from '../http-errors.js';
@@ -49,7 +49,10 @@ export const authorRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (ap
     const { name, email } = request.body;
     if (name !== undefined) author.name = name;
     if (email !== undefined) author.email = normalEmail(email);
-    await unlessEmailTaken(author.email, () => authors.update(author));
+    await unlessEmailTaken(author.email, () => authors.update(author)).catch((error: unknown) => {
+      // Deleted by another request between this one's read and its write.
+      throw error instanceof ModelNotFoundError ? notFound(`Author ${request.params.id}`) : error;
+    });
     return author.toJSON();
   });
 

@@ -5,19 +5,21 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Transaction } from 'kysely';
-import { ForeignKeyViolationError, UniqueViolationError } from 'sluice';
+import { ForeignKeyViolationError, ModelNotFoundError, UniqueViolationError } from 'sluice';
 import { Type } from 'typebox';
 import type { ServiceContext } from '../context.js';
 import { conflict, HttpError, notFound } from '../http-errors.js';
-import { type Post, slugOf } from '../models.js';
+import type { Post } from '../models.js';
+import { normalTag, normalTags, slugOf } from '../presentation.js';
+import { inTransaction } from '../transactions.js';
 import type { DB } from '../schema.js';
-import { AuthorOut, CommentOut, ErrorOut, IdParams, Page, PageQuery, PostOut, PostSummaryOut, Text } from './schemas.js';
+import { AuthorOut, CommentOut, ErrorOut, Id, IdParams, Page, PageQuery, PostOut, PostSummaryOut, Text } from './schemas.js';
 
 const TagName = Type.String({ minLength: 1, maxLength: 50, pattern: '^[A-Za-z0-9][A-Za-z0-9 _.-]*$' });
 const Tags = Type.Array(TagName, { maxItems: 10 });
-const PostIn = Type.Object({ authorId: Type.Integer({ minimum: 1 }), title: Text(200), body: Text(50_000), tags: Type.Optional(Tags) }, { additionalProperties: false });
+const PostIn = Type.Object({ authorId: Id, title: Text(200), body: Text(50_000), tags: Type.Optional(Tags) }, { additionalProperties: false });
 const PostPatch = Type.Object({ title: Type.Optional(Text(200)), body: Type.Optional(Text(50_000)), tags: Type.Optional(Tags) }, { additionalProperties: false, minProperties: 1 });
-const PostListQuery = Type.Object({ ...PageQuery.properties, authorId: Type.Optional(Type.Integer({ minimum: 1 })), tag: Type.Optional(TagName) });
+const PostListQuery = Type.Object({ ...PageQuery.properties, authorId: Type.Optional(Id), tag: Type.Optional(TagName) });
 const PostListItem = Type.Object({ ...PostSummaryOut.properties, author: Type.Union([AuthorOut, Type.Null()]), tags: Type.Array(Type.String()) });
 const PostDetailOut = Type.Object({ ...PostOut.properties, author: Type.Union([AuthorOut, Type.Null()]), tags: Type.Array(Type.String()), comments: Type.Array(CommentOut) });
 const PostWrittenOut = Type.Object({ ...PostOut.properties, tags: Type.Array(Type.String()) });
@@ -26,19 +28,26 @@ const CommentIn = Type.Object({ commenter: Text(100), body: Text(5_000) }, { add
 /** A title's slug, which must have something in it: `!!!` has no letter or digit to make a URL of. */
 function slugFor(title: string): string {
   const slug = slugOf(title);
-  if (slug === '') throw new HttpError(400, 'body/title must contain a letter or a digit.');
+  if (slug === '') throw new HttpError(400, 'body/title must contain a letter or a digit (it names the post in URLs).');
   return slug;
 }
 
-/** The ids of the named tags, creating those that do not exist yet (tag names are lower case). */
-async function tagIds(trx: Transaction<DB>, dialect: ServiceContext['database']['dialect'], names: readonly string[]): Promise<number[]> {
+/** The named tags (normalised), creating those that do not exist yet. */
+async function ensureTags(trx: Transaction<DB>, dialect: ServiceContext['database']['dialect'], names: readonly string[]): Promise<Array<{ id: number; name: string }>> {
   const unique = normalTags(names);
   if (unique.length === 0) return [];
   const insert = trx.insertInto('tags').values(unique.map((name) => ({ name })));
   // A tag another request creates at the same moment is not an error: it is the same tag.
   await (dialect === 'mysql' ? insert.ignore() : insert.onConflict((oc) => oc.column('name').doNothing())).execute();
-  const rows = await trx.selectFrom('tags').select('id').where('name', 'in', unique).execute();
-  return rows.map((row) => row.id);
+  const select = trx.selectFrom('tags').select(['id', 'name']).where('name', 'in', unique);
+  // MySQL's default isolation (REPEATABLE READ) reads from the snapshot of the transaction's
+  // first read, which misses a tag another request committed since (the INSERT IGNORE above
+  // skipped it as a duplicate all the same). A locking read sees the latest committed rows.
+  const rows = await (dialect === 'mysql' ? select.forUpdate() : select).execute();
+  if (rows.length !== unique.length) {
+    throw new Error(`Expected tags ${unique.join(', ')} after creating them, found ${rows.map((row) => row.name).join(', ')}.`);
+  }
+  return rows;
 }
 
 /** Links the post to exactly these tags (ids from `tagIds`). */
@@ -46,8 +55,6 @@ async function linkTags(trx: Transaction<DB>, postId: number, ids: readonly numb
   await trx.deleteFrom('post_tags').where('post_id', '=', postId).execute();
   if (ids.length > 0) await trx.insertInto('post_tags').values(ids.map((tagId) => ({ post_id: postId, tag_id: tagId }))).execute();
 }
-
-const normalTags = (names: readonly string[]): string[] => [...new Set(names.map((name) => name.trim().toLowerCase()))].sort();
 
 async function unlessSlugTaken<T>(slug: string, write: () => Promise<T>): Promise<T> {
   try {
@@ -70,7 +77,7 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
         let query = qb.where('id', '>', after);
         if (authorId !== undefined) query = query.where('author_id', '=', authorId);
         if (tag !== undefined) {
-          const tagged = db.selectFrom('post_tags').innerJoin('tags', 'tags.id', 'post_tags.tag_id').select('post_tags.post_id').where('tags.name', '=', tag.toLowerCase());
+          const tagged = db.selectFrom('post_tags').innerJoin('tags', 'tags.id', 'post_tags.tag_id').select('post_tags.post_id').where('tags.name', '=', normalTag(tag));
           query = query.where('id', 'in', tagged);
         }
         return query.orderBy('id').limit(limit + 1);
@@ -101,20 +108,19 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
   app.post('/posts', { schema: { body: PostIn, response: { 201: PostWrittenOut, 400: ErrorOut, 409: ErrorOut } } }, async (request, reply) => {
     const { authorId, title, body } = request.body;
     const slug = slugFor(title);
-    const tags = normalTags(request.body.tags ?? []);
-    const written = await database.transaction(async (trx) => {
+    const written = await inTransaction(database, async (trx) => {
       if ((await authors.find(authorId)) === undefined) throw new HttpError(400, `body/authorId: there is no author ${authorId}.`);
-      const ids = await tagIds(trx, dialect, tags);
+      const tags = await ensureTags(trx, dialect, request.body.tags ?? []);
       const post: Post = await unlessSlugTaken(slug, () => posts.insert({ author_id: authorId, title, slug, body }));
-      await linkTags(trx, post.id, ids);
-      return { ...post.toJSON(), tags };
+      await linkTags(trx, post.id, tags.map((tag) => tag.id));
+      return { ...post.toJSON(), tags: tags.map((tag) => tag.name).sort() };
     });
     return reply.code(201).send(written);
   });
 
   app.patch('/posts/:id', { schema: { params: IdParams, body: PostPatch, response: { 200: PostWrittenOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut } } }, async (request) => {
     const { title, body, tags } = request.body;
-    return database.transaction(async (trx) => {
+    return inTransaction(database, async (trx) => {
       const [post] = await posts.query((qb) => qb.where('id', '=', request.params.id)).with('tags').execute();
       if (post === undefined) throw notFound(`Post ${request.params.id}`);
       if (title !== undefined) {
@@ -122,10 +128,13 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
         post.slug = slugFor(title);
       }
       if (body !== undefined) post.body = body;
-      await unlessSlugTaken(post.slug, () => posts.update(post));
+      await unlessSlugTaken(post.slug, () => posts.update(post)).catch((error: unknown) => {
+        throw error instanceof ModelNotFoundError ? notFound(`Post ${request.params.id}`) : error;
+      });
       if (tags === undefined) return { ...post.toJSON(), tags: tagNames(post) };
-      await linkTags(trx, post.id, await tagIds(trx, dialect, tags));
-      return { ...post.toJSON(), tags: normalTags(tags) };
+      const current = await ensureTags(trx, dialect, tags);
+      await linkTags(trx, post.id, current.map((tag) => tag.id));
+      return { ...post.toJSON(), tags: current.map((tag) => tag.name).sort() };
     });
   });
 
@@ -146,7 +155,7 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
   // Two tables in one transaction: the comment, and the post's comment count.
   app.post('/posts/:id/comments', { schema: { params: IdParams, body: CommentIn, response: { 201: CommentOut, 404: ErrorOut } } }, async (request, reply) => {
     const postId = request.params.id;
-    const comment = await database.transaction(async (trx) => {
+    const comment = await inTransaction(database, async (trx) => {
       const written = await comments.insert({ post_id: postId, commenter: request.body.commenter, body: request.body.body }).catch((error: unknown) => {
         throw error instanceof ForeignKeyViolationError ? notFound(`Post ${postId}`) : error;
       });

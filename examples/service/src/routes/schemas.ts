@@ -1,12 +1,16 @@
 /** Request and response schemas the routes share (TypeBox: JSON Schema with static types). */
 import { Type } from 'typebox';
 
-export const IdParams = Type.Object({ id: Type.Integer({ minimum: 1 }) });
+/** The largest id every database here stores (a 32-bit INTEGER); beyond it, a 400 rather than a database error. */
+export const MAX_ID = 2_147_483_647;
+export const Id = Type.Integer({ minimum: 1, maximum: MAX_ID });
+
+export const IdParams = Type.Object({ id: Id });
 
 /** Keyset pagination: the items after id `after`, `limit` at a time; `next` is the `after` of the next page. */
 export const PageQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
-  after: Type.Integer({ minimum: 0, default: 0 }),
+  after: Type.Integer({ minimum: 0, maximum: MAX_ID, default: 0 }),
 });
 
 export const Text = (maxLength: number) => Type.String({ minLength: 1, maxLength, pattern: '\\S' });
