@@ -50,7 +50,7 @@ async function ensureTags(trx: Transaction<DB>, dialect: ServiceContext['databas
   return rows;
 }
 
-/** Links the post to exactly these tags (ids from `tagIds`). */
+/** Links the post to exactly these tags (ids from `ensureTags`). */
 async function linkTags(trx: Transaction<DB>, postId: number, ids: readonly number[]): Promise<void> {
   await trx.deleteFrom('post_tags').where('post_id', '=', postId).execute();
   if (ids.length > 0) await trx.insertInto('post_tags').values(ids.map((tagId) => ({ post_id: postId, tag_id: tagId }))).execute();
