@@ -79,13 +79,58 @@ const POSTS = 10_000;
 const TAGS = 50;
 const COMMENTS_PER_POST = 3;
 
-const args = benchArgs({ seconds: '4', concurrency: '1,10,100' }, { 'delay-ms': '1', 'pool-max': '10', warmup: '1', client: 'autocannon' });
+const args = benchArgs(
+  { seconds: '4', concurrency: '1,10,100' },
+  { 'delay-ms': '1', 'pool-max': '10', warmup: '1', client: 'autocannon', routes: 'read,write', 'write-seconds': '3' },
+);
 const DELAY_MS = Number(args.extra['delay-ms']);
 const POOL_MAX = Number(args.extra['pool-max']);
 const WARMUP_S = Number(args.extra['warmup']);
 /** `autocannon` (default), or `retry-after`: see politeLoad. */
 const CLIENT = String(args.extra['client']);
 if (CLIENT !== 'autocannon' && CLIENT !== 'retry-after') throw new Error('--client: autocannon or retry-after');
+
+// ---------------------------------------------------------------------------------------
+// The routes benched.
+
+type RouteName = 'read' | 'write';
+
+interface Route {
+  readonly name: RouteName;
+  /** What the table's section says it is. */
+  readonly title: string;
+  readonly method: 'GET' | 'POST';
+  /** Seconds measured per cell per round. */
+  readonly seconds: number;
+  /** The next request: a random post each time. */
+  next(): { path: string; body?: string };
+}
+
+const randomPost = (): number => 1 + Math.floor(Math.random() * POSTS);
+const COMMENT = JSON.stringify({ commenter: 'bench reader', body: 'A comment the benchmark wrote (removed at the end of the run).' });
+const ROUTES: Record<RouteName, Route> = {
+  read: {
+    name: 'read',
+    title: 'GET /posts/:id (4 queries, each on a connection of its own)',
+    method: 'GET',
+    seconds: args.seconds,
+    next: () => ({ path: `/posts/${randomPost()}` }),
+  },
+  write: {
+    name: 'write',
+    title: 'POST /posts/:id/comments (1 transaction on 1 connection: BEGIN, INSERT, UPDATE, COMMIT)',
+    method: 'POST',
+    seconds: Number(args.extra['write-seconds']),
+    next: () => ({ path: `/posts/${randomPost()}/comments`, body: COMMENT }),
+  },
+};
+/** Always read before write, whatever the order asked: the reads then see the seeded rows (see the header). */
+const routes: Route[] = (() => {
+  const asked = String(args.extra['routes']).split(',').map((name) => name.trim()).filter((name) => name !== '');
+  for (const name of asked) if (!(name in ROUTES)) throw new Error(`--routes: read, write or both (read,write), not ${name}`);
+  if (asked.length === 0) throw new Error('--routes: read, write or both (read,write)');
+  return (['read', 'write'] as const).filter((name) => asked.includes(name)).map((name) => ROUTES[name]);
+})();
 
 function databaseUrl(base: string, name: string, hostPort?: { host: string; port: number }): string {
   const url = new URL(base);
@@ -114,6 +159,9 @@ async function prepareDatabase(): Promise<void> {
   } finally {
     await database.close();
   }
+
+  // Put back what an earlier run cut short left behind (see resetComments).
+  await resetComments();
 
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -154,6 +202,31 @@ async function prepareDatabase(): Promise<void> {
     await client.query('COMMIT');
     await client.query('ANALYZE');
     if (!args.json) console.log(`seeded ${DB_NAME} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Removes the comments added since the seed (ids past its COMMENTS_PER_POST * POSTS: the
+ * write route's, the checks', an interrupted run's) and makes every comment_count match its
+ * rows again, then VACUUMs if anything was removed, so the next run reads and writes the
+ * same tables. Answers what it found *before* repairing: the comments removed, and the
+ * posts whose comment_count did not match their rows (0 unless a server broke a
+ * transaction: each write adds its comment and the count together, or neither).
+ */
+async function resetComments(): Promise<{ removed: number; inconsistentPosts: number }> {
+  const client = new pg.Client({ connectionString: databaseUrl(PG_URL, DB_NAME) });
+  await client.connect();
+  try {
+    const countMismatch = `comment_count <> (SELECT count(*) FROM comments c WHERE c.post_id = p.id)`;
+    const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM posts p WHERE ${countMismatch}`);
+    await client.query('BEGIN');
+    const removed = (await client.query(`DELETE FROM comments WHERE id > ${COMMENTS_PER_POST * POSTS}`)).rowCount ?? 0;
+    await client.query(`UPDATE posts p SET comment_count = (SELECT count(*) FROM comments c WHERE c.post_id = p.id) WHERE ${countMismatch}`);
+    await client.query('COMMIT');
+    if (removed > 0) await client.query('VACUUM ANALYZE comments, posts');
+    return { removed, inconsistentPosts: rows[0]!.n };
   } finally {
     await client.end();
   }
@@ -346,10 +419,48 @@ async function checkSameAnswers(servers: readonly Server[]): Promise<void> {
   }
 }
 
+/**
+ * The same for the write route: each server adds a comment to a few posts (201, the same
+ * JSON but for the new comment's id and time; a 404 alike for a post that does not exist),
+ * and then each server reads back the post with both comments and its comment count
+ * raised by both (the GET check above).
+ */
+async function checkSameWrites(servers: readonly Server[]): Promise<void> {
+  const post = async (server: Server, id: number): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const response = await fetch(`${server.url}/posts/${id}/comments`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: COMMENT });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  };
+  const ids = [1, 2, 777, POSTS];
+  for (const id of ids) {
+    const answers = [];
+    for (const server of servers) answers.push(await post(server, id));
+    const [a, b] = answers.map(({ status, body }) => {
+      const { id: commentId, createdAt, ...rest } = body;
+      if (status !== 201 || !Number.isInteger(commentId) || typeof createdAt !== 'string' || Number.isNaN(Date.parse(createdAt))) {
+        throw new Error(`POST /posts/${id}/comments answered ${status} ${JSON.stringify(body)}`);
+      }
+      return rest;
+    });
+    if (!isDeepStrictEqual(a, b)) throw new Error(`POST /posts/${id}/comments: the servers answer differently:\n${JSON.stringify(a)}\n${JSON.stringify(b)}`);
+  }
+  const missing = await Promise.all(servers.map((server) => post(server, POSTS + 1)));
+  if (missing.some((answer) => answer.status !== 404) || !isDeepStrictEqual(missing[0], missing[1])) {
+    throw new Error(`POST /posts/${POSTS + 1}/comments (no such post): ${JSON.stringify(missing)}`);
+  }
+  await checkSameAnswers(servers);
+  for (const id of ids) {
+    const read = (await (await fetch(`${servers[0]!.url}/posts/${id}`)).json()) as { commentCount: number; comments: unknown[] };
+    if (read.commentCount !== read.comments.length || read.commentCount !== COMMENTS_PER_POST + servers.length) {
+      throw new Error(`GET /posts/${id} after the writes: commentCount ${read.commentCount}, ${read.comments.length} comments`);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Load.
 
 interface Cell {
+  readonly route: RouteName;
   readonly server: string;
   readonly connections: number;
   seconds: number;
@@ -376,24 +487,26 @@ function quantile(sorted: readonly number[], q: number): number {
  * Retry-After it was given before its next request, as a well-behaved client would.
  * Much slower per request than autocannon, but the load here is hundreds of req/s.
  */
-async function politeLoad(url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
+async function politeLoad(route: Route, url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
   const stopAt = performance.now() + seconds * 1000;
-  const get = (path: string): Promise<{ status: number; retryAfter: number }> =>
+  const send = ({ path, body }: { path: string; body?: string }): Promise<{ status: number; retryAfter: number }> =>
     new Promise((resolve, reject) => {
+      const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
       http
-        .get(`${url}${path}`, { agent }, (response) => {
+        .request(`${url}${path}`, { agent, method: route.method, headers }, (response) => {
           response.resume();
           response.on('end', () => resolve({ status: response.statusCode ?? 0, retryAfter: Number(response.headers['retry-after'] ?? 1) }));
         })
-        .on('error', reject);
+        .on('error', reject)
+        .end(body);
     });
   await Promise.all(
     Array.from({ length: connections }, async () => {
       while (performance.now() < stopAt) {
         const start = performance.now();
         try {
-          const { status, retryAfter } = await get(`/posts/${1 + Math.floor(Math.random() * POSTS)}`);
+          const { status, retryAfter } = await send(route.next());
           const ms = performance.now() - start;
           if (status >= 200 && status < 300) cell?.served.push(ms);
           else if (status === 503) {
@@ -411,9 +524,9 @@ async function politeLoad(url: string, connections: number, seconds: number, cel
   agent.destroy();
 }
 
-/** One autocannon run: GET /posts/<random id>, `connections` at a time, closed loop. */
-function load(url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
-  if (CLIENT === 'retry-after') return politeLoad(url, connections, seconds, cell);
+/** One autocannon run of the route's requests (a random post each), `connections` at a time, closed loop. */
+function load(route: Route, url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
+  if (CLIENT === 'retry-after') return politeLoad(route, url, connections, seconds, cell);
   return new Promise((resolve, reject) => {
     const instance = autocannon(
       {
@@ -421,7 +534,13 @@ function load(url: string, connections: number, seconds: number, cell?: Cell): P
         connections,
         duration: seconds,
         timeout: 30,
-        requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: `/posts/${1 + Math.floor(Math.random() * POSTS)}` }) }],
+        requests: [
+          {
+            method: route.method,
+            ...(route.method === 'POST' ? { headers: { 'content-type': 'application/json' } } : {}),
+            setupRequest: (request) => ({ ...request, ...route.next() }),
+          },
+        ],
       },
       (error) => (error ? reject(error) : resolve()),
     );
@@ -436,12 +555,12 @@ function load(url: string, connections: number, seconds: number, cell?: Cell): P
   });
 }
 
-async function measureCell(server: Server, cell: Cell): Promise<void> {
-  await load(server.url, cell.connections, WARMUP_S);
+async function measureCell(route: Route, server: Server, cell: Cell): Promise<void> {
+  await load(route, server.url, cell.connections, WARMUP_S);
   await childLoopDelay(server.server);
   ownLoopDelay.reset();
   const before = { server: cpuSeconds(server.server.pid), proxy: cpuSeconds(server.proxy.pid), own: ownCpuSeconds(), at: performance.now() };
-  await load(server.url, cell.connections, args.seconds, cell);
+  await load(route, server.url, cell.connections, route.seconds, cell);
   const elapsed = (performance.now() - before.at) / 1000;
   cell.seconds += elapsed;
   cell.serverCpu += cpuSeconds(server.server.pid) - before.server;
@@ -460,36 +579,52 @@ async function main(): Promise<void> {
   const baseline = await startServer('kysely + pg.Pool', 'bench/service-baseline.ts', /^baseline: listening on (http:\/\/\S+)/);
   const servers = [sluice, baseline];
   await checkSameAnswers(servers);
+  if (routes.some((route) => route.name === 'write')) {
+    await checkSameWrites(servers);
+    await resetComments(); // the checks' comments: the reads measure the seeded rows
+  }
   const probe = await startProxy('probe');
   const rtt = await roundTrips(probe.port);
   await stopChild(probe.child);
 
   const cells = new Map<string, Cell>();
-  const cellOf = (server: Server, connections: number): Cell => {
-    const key = `${server.name}/${connections}`;
+  const cellOf = (route: Route, server: Server, connections: number): Cell => {
+    const key = `${route.name}/${server.name}/${connections}`;
     let cell = cells.get(key);
     if (cell === undefined) {
-      cell = { server: server.name, connections, seconds: 0, served: [], shed: 0, timedOut504: 0, otherStatus: 0, errors: 0, serverCpu: 0, proxyCpu: 0, loadgenCpu: 0, serverLoopP99: [], loadgenLoopP99: [] };
+      cell = { route: route.name, server: server.name, connections, seconds: 0, served: [], shed: 0, timedOut504: 0, otherStatus: 0, errors: 0, serverCpu: 0, proxyCpu: 0, loadgenCpu: 0, serverLoopP99: [], loadgenLoopP99: [] };
       cells.set(key, cell);
     }
     return cell;
   };
-  for (let round = 0; round < args.rounds; round++) {
-    for (const connections of args.levels) {
-      const order = round % 2 === 0 ? servers : [...servers].reverse();
-      for (const server of order) {
-        if (!args.json) process.stderr.write(`round ${round + 1}/${args.rounds}: ${server.name}, ${connections} connections\n`);
-        await measureCell(server, cellOf(server, connections));
+  /** What the write route left in the database, found before it was put back (resetComments). */
+  let written: { removed: number; inconsistentPosts: number } | undefined;
+  for (const route of routes) {
+    for (let round = 0; round < args.rounds; round++) {
+      for (const connections of args.levels) {
+        const order = round % 2 === 0 ? servers : [...servers].reverse();
+        for (const server of order) {
+          if (!args.json) process.stderr.write(`${route.name}, round ${round + 1}/${args.rounds}: ${server.name}, ${connections} connections\n`);
+          await measureCell(route, server, cellOf(route, server, connections));
+        }
       }
     }
+    if (route.name === 'write') written = await resetComments();
   }
 
+  const rank = <T>(list: readonly T[], item: T): number => list.indexOf(item);
   const results = [...cells.values()]
-    .sort((a, b) => servers.findIndex((s) => s.name === a.server) - servers.findIndex((s) => s.name === b.server) || a.connections - b.connections)
+    .sort(
+      (a, b) =>
+        rank(routes.map((r) => r.name), a.route) - rank(routes.map((r) => r.name), b.route) ||
+        rank(servers.map((s) => s.name), a.server) - rank(servers.map((s) => s.name), b.server) ||
+        a.connections - b.connections,
+    )
     .map((cell) => {
       const sorted = [...cell.served].sort((a, b) => a - b);
       const total = cell.served.length + cell.shed + cell.timedOut504 + cell.otherStatus + cell.errors;
       return {
+        route: cell.route,
         server: cell.server,
         connections: cell.connections,
         servedPerSec: cell.served.length / cell.seconds,
@@ -508,55 +643,84 @@ async function main(): Promise<void> {
         loadgenLoopP99Ms: Math.max(...cell.loadgenLoopP99),
       };
     });
-  const unloaded = (name: string): number => {
-    const own = results.filter((r) => r.server === name);
+  type Result = (typeof results)[number];
+  const unloaded = (route: RouteName, server: string): number => {
+    const own = results.filter((r) => r.route === route && r.server === server);
     return own.reduce((least, r) => (r.connections < least.connections ? r : least), own[0]!).p99Ms;
   };
-  const ratio = (r: (typeof results)[number]): number => r.p99Ms / unloaded(r.server);
+  const ratio = (r: Result): number => r.p99Ms / unloaded(r.route, r.server);
   const most = Math.max(...args.levels);
-  const verdictOf = (name: string): number => ratio(results.find((r) => r.server === name && r.connections === most)!);
-  const config = { poolMax: POOL_MAX, delayMs: DELAY_MS, rttDirectMs: rtt.directMs, rttProxiedMs: rtt.proxiedMs, seconds: args.seconds, rounds: args.rounds, warmupS: WARMUP_S, posts: POSTS };
+  const TARGET = 3;
+  const verdicts = routes.map((route) => {
+    const at = (server: Server): number => ratio(results.find((r) => r.route === route.name && r.server === server.name && r.connections === most)!);
+    const s = at(sluice);
+    return { route: route.name, connections: most, sluiceP99VsUnloaded: s, baselineP99VsUnloaded: at(baseline), target: TARGET, met: s <= TARGET };
+  });
+  const config = {
+    poolMax: POOL_MAX,
+    delayMs: DELAY_MS,
+    rttDirectMs: rtt.directMs,
+    rttProxiedMs: rtt.proxiedMs,
+    rounds: args.rounds,
+    warmupS: WARMUP_S,
+    posts: POSTS,
+    client: CLIENT,
+    routes: routes.map((route) => ({ route: route.name, title: route.title, seconds: route.seconds })),
+  };
+  const database = written === undefined ? undefined : { commentsRemoved: written.removed, inconsistentPosts: written.inconsistentPosts };
+  if (written !== undefined && written.inconsistentPosts > 0) process.exitCode = 1;
 
   if (args.json) {
-    process.stdout.write(`${JSON.stringify({ config, results: results.map((r) => ({ ...r, p99VsUnloaded: ratio(r) })) })}\n`);
-  } else {
-    if (CLIENT !== 'autocannon') console.log(`load: ${CLIENT} clients (an experiment, not the benchmark's autocannon)`);
-    console.log(
-      `GET /posts/:id (4 queries), pool max ${POOL_MAX}; PostgreSQL behind a proxy adding ${DELAY_MS} ms each way ` +
-        `(SELECT 1 round trip p50: ${rtt.proxiedMs.toFixed(2)} ms through it, ${rtt.directMs.toFixed(2)} ms direct); ` +
-        `${args.rounds} round(s) of ${args.seconds} s per cell after ${WARMUP_S} s warm-up, pooled. Compare ratios.`,
-    );
-    const f = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+    process.stdout.write(`${JSON.stringify({ config, results: results.map((r) => ({ ...r, p99VsUnloaded: ratio(r) })), verdicts, ...(database ? { database } : {}) })}\n`);
+    return;
+  }
+  if (CLIENT !== 'autocannon') console.log(`load: ${CLIENT} clients (an experiment, not the benchmark's autocannon)`);
+  console.log(
+    `pool max ${POOL_MAX}; PostgreSQL behind a proxy adding ${DELAY_MS} ms each way ` +
+      `(SELECT 1 round trip p50: ${rtt.proxiedMs.toFixed(2)} ms through it, ${rtt.directMs.toFixed(2)} ms direct); ` +
+      `${args.rounds} round(s) per cell after ${WARMUP_S} s warm-up each, pooled; a random post of ${POSTS} per request. Compare ratios.`,
+  );
+  const f = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+  for (const route of routes) {
+    const verdict = verdicts.find((v) => v.route === route.name)!;
+    console.log(`\n${route.name}: ${route.title}, ${route.seconds} s per round`);
     console.log(
       formatTable(
         ['server', 'conns', 'served/s', 'p50 ms', 'p99 ms', 'p99 vs c=1', 'shed 503', 'shed %', '504', 'other', 'errors', 'srv CPU%', 'proxy CPU%', 'loadgen CPU%', 'srv lag p99', 'loadgen lag p99'],
-        results.map((r) => [
-          r.server,
-          String(r.connections),
-          f(r.servedPerSec, 0),
-          f(r.p50Ms, 2),
-          f(r.p99Ms, 2),
-          `${f(ratio(r), 2)}x`,
-          String(r.shed),
-          f(r.shedPct),
-          String(r.timedOut504),
-          String(r.otherStatus),
-          String(r.errors),
-          f(r.serverCpuPct, 0),
-          f(r.proxyCpuPct, 0),
-          f(r.loadgenCpuPct, 0),
-          f(r.serverLoopP99Ms, 1),
-          f(r.loadgenLoopP99Ms, 1),
-        ]),
+        results
+          .filter((r) => r.route === route.name)
+          .map((r) => [
+            r.server,
+            String(r.connections),
+            f(r.servedPerSec, 0),
+            f(r.p50Ms, 2),
+            f(r.p99Ms, 2),
+            `${f(ratio(r), 2)}x`,
+            String(r.shed),
+            f(r.shedPct),
+            String(r.timedOut504),
+            String(r.otherStatus),
+            String(r.errors),
+            f(r.serverCpuPct, 0),
+            f(r.proxyCpuPct, 0),
+            f(r.loadgenCpuPct, 0),
+            f(r.serverLoopP99Ms, 1),
+            f(r.loadgenLoopP99Ms, 1),
+          ]),
         1,
       ),
     );
-    const s = verdictOf(sluice.name);
-    const b = verdictOf(baseline.name);
     console.log(
-      `verdict at ${most} connections (${most / POOL_MAX}x the pool): sluice served p99 / its unloaded p99 = ${f(s, 2)}x ` +
-        `(target <= 3x: ${s <= 3 ? 'met' : 'MISSED'}); baseline = ${f(b, 2)}x.`,
+      `${route.name} verdict at ${most} connections (${most / POOL_MAX}x the pool): sluice served p99 / its unloaded p99 = ${f(verdict.sluiceP99VsUnloaded, 2)}x ` +
+        `(target <= ${TARGET}x: ${verdict.met ? 'met' : 'MISSED'}); baseline = ${f(verdict.baselineP99VsUnloaded, 2)}x.`,
     );
+    if (route.name === 'write' && written !== undefined) {
+      console.log(
+        written.inconsistentPosts === 0
+          ? `write: comment_count matched its rows on all ${POSTS} posts after the run; the run's ${written.removed} comments removed again.`
+          : `write: comment_count did NOT match its rows on ${written.inconsistentPosts} post(s) after the run (a transaction half applied?); repaired, and the run's ${written.removed} comments removed.`,
+      );
+    }
   }
 }
 
