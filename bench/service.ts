@@ -1,23 +1,46 @@
 /**
- * `npm run bench:service [-- --json] [-- --seconds 4] [-- --rounds 3] [-- --concurrency 1,10,100]
- *   [-- --delay-ms 1] [-- --pool-max 10] [-- --warmup 1] [-- --client autocannon|retry-after]`
+ * `npm run bench:service [-- --json] [-- --routes read,write] [-- --seconds 4] [-- --write-seconds 3]
+ *   [-- --rounds 3] [-- --concurrency 1,10,100] [-- --delay-ms 1] [-- --pool-max 10] [-- --warmup 1]
+ *   [-- --client autocannon|retry-after]`
  *
  * The example service (examples/service, on sluice) under HTTP load, side by side with the
- * same route built on Kysely's own PostgresDialect over pg.Pool (bench/service-baseline.ts):
- * for each number of concurrent HTTP clients, the latency of the requests *served* (2xx),
- * and how many were shed (503), timed out (504) or failed. The question: does the served
- * p99 stay near its unloaded value at 10x the pool's capacity (sluice sheds what it cannot
- * serve soon), while the baseline's grows with its queue?
+ * same routes built on Kysely's own PostgresDialect over pg.Pool (bench/service-baseline.ts):
+ * for each route and each number of concurrent HTTP clients, the latency of the requests
+ * *served* (2xx), and how many were shed (503), timed out (504) or failed. The question:
+ * does the served p99 stay near its unloaded value at 10x the pool's capacity (sluice sheds
+ * what it cannot serve soon), while the baseline's grows with its queue? Each route has a
+ * table section and a verdict of its own (served p99 at the most connections / at the
+ * fewest, for each server).
  *
  * The setup, and why:
  * - PostgreSQL: SLUICE_PG_URL, else postgres://postgres@127.0.0.1:5432/test (as bench/db.ts);
  *   the benchmark creates and uses the database `sluice_bench_service` next to it, applies
  *   the service's own migrations, and seeds 1,000 authors, 10,000 posts (2 tags each, 3
  *   comments each) with bulk SQL, once (reused while the counts match).
- * - Route: GET /posts/:id, a random id of the 10,000 per request: post + author + tags +
- *   comments, 4 queries one after the other, each on a connection of its own. Both servers
- *   send the same statements, validate with the same schemas and answer the same JSON (the
- *   benchmark checks a few ids before measuring).
+ * - Routes (--routes, default both), each request on a random post of the 10,000:
+ *   - read: GET /posts/:id: post + author + tags + comments, 4 queries one after the other,
+ *     each on a connection of its own;
+ *   - write: POST /posts/:id/comments: one transaction that holds one connection for 4
+ *     round trips (BEGIN; INSERT the comment RETURNING *; UPDATE posts SET comment_count =
+ *     comment_count + 1; COMMIT), a 404 for a post that does not exist, run again (3 tries
+ *     in all) on a deadlock or serialization failure. Random posts, not one: writes to one
+ *     hot post would queue on its row lock and measure PostgreSQL, not the pool. (An
+ *     INSERT's foreign-key check takes KEY SHARE on the post, which the UPDATE's lock does
+ *     not conflict with: two writes to the same post wait, they do not deadlock.)
+ *   Both servers send the same statements, validate with the same schemas and answer the
+ *   same JSON: the benchmark checks a few ids before measuring (for the write, each server
+ *   comments on the same posts, both answer alike but for the comment's id and time, a
+ *   missing post is the same 404, and both then read back the comment count raised by both).
+ * - All the read route's rounds run first, then the write route's, whatever --routes says:
+ *   the reads see the seeded rows (3 comments a post), as before the write route existed,
+ *   not a table the writes grow during the run.
+ * - The database stays the same run after run: the comments written (by the checks, and by
+ *   the write route: some tens of thousands) are deleted once the route is done, every
+ *   comment_count set back from the rows, and the two tables VACUUMed; a run cut short is
+ *   cleaned up the same way when the next one starts. Before that clean-up, the benchmark
+ *   counts the posts whose comment_count no longer matches their comments: it must be 0
+ *   (each write adds its comment and its count together or neither, 503s and 504s
+ *   included); it prints the count, and exits 1 if it is not.
  * - Each server, each proxy, is a child process of its own (`node --import tsx`), so the
  *   load generator (autocannon, in this process) shares no event loop with them. Both
  *   servers run the whole time, idle while the other is measured; each cell alternates which
@@ -38,9 +61,11 @@
  *   same proxy for both servers.
  * - Load: autocannon, closed loop (each connection sends its next request as soon as the
  *   last is answered, 503s included), --concurrency connections per cell after --warmup s
- *   of the same load. A closed loop is what autocannon does; note it means a shed client
- *   comes straight back (a real client would honour Retry-After). The table shows each
- *   process's CPU so the cost of answering 503s is visible rather than hidden.
+ *   of the same load; --rounds rounds of --seconds s per cell for the read route, of
+ *   --write-seconds s (3, not 4) for the write route, to keep a default run near 3 minutes
+ *   (the read route alone took 1:45). A closed loop is what autocannon does; note it means
+ *   a shed client comes straight back (a real client would honour Retry-After). The table
+ *   shows each process's CPU so the cost of answering 503s is visible rather than hidden.
  * - Latency: autocannon's per-response time (from writing the request to the end of the
  *   response), split by status: the p50/p99 of 2xx only; 503s, 504s and the rest counted.
  *   Cells pool the responses of all rounds.
