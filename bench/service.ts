@@ -35,12 +35,14 @@
  *   the reads see the seeded rows (3 comments a post), as before the write route existed,
  *   not a table the writes grow during the run.
  * - The database stays the same run after run: the comments written (by the checks, and by
- *   the write route: some tens of thousands) are deleted once the route is done, every
- *   comment_count set back from the rows, and the two tables VACUUMed; a run cut short is
- *   cleaned up the same way when the next one starts. Before that clean-up, the benchmark
- *   counts the posts whose comment_count no longer matches their comments: it must be 0
- *   (each write adds its comment and its count together or neither, 503s and 504s
- *   included); it prints the count, and exits 1 if it is not.
+ *   the write route: some tens of thousands) are deleted once the route is done and the
+ *   database quiet (requests in flight when the load stopped still commit: the baseline's
+ *   queue drains for a while), every comment_count set back from the rows, and the two
+ *   tables VACUUMed; a run cut short is cleaned up the same way when the next one starts.
+ *   Before that clean-up, the benchmark counts the posts whose comment_count no longer
+ *   matches their comments: it must be 0 (each write adds its comment and its count
+ *   together or neither, 503s and 504s included); it prints the count, and exits 1 if it
+ *   is not.
  * - Each server, each proxy, is a child process of its own (`node --import tsx`), so the
  *   load generator (autocannon, in this process) shares no event loop with them. Both
  *   servers run the whole time, idle while the other is measured; each cell alternates which
@@ -186,7 +188,10 @@ async function prepareDatabase(): Promise<void> {
   }
 
   // Put back what an earlier run cut short left behind (see resetComments).
-  await resetComments();
+  const left = await resetComments();
+  if ((left.removed > 0 || left.inconsistentPosts > 0) && !args.json) {
+    console.log(`${DB_NAME}: removed ${left.removed} comment(s) an earlier run left behind; repaired ${left.inconsistentPosts} comment_count(s)`);
+  }
 
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -252,6 +257,42 @@ async function resetComments(): Promise<{ removed: number; inconsistentPosts: nu
     await client.query('COMMIT');
     if (removed > 0) await client.query('VACUUM ANALYZE comments, posts');
     return { removed, inconsistentPosts: rows[0]!.n };
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Waits until nothing writes to the database any more: when autocannon stops, the
+ * requests in flight still run (the baseline's pg.Pool queue drains for a few hundred ms
+ * after a 100-connection cell), and a comment committed while resetComments runs would be
+ * miscounted (its UPDATE would set a count from a snapshot without it). Quiet: no client
+ * backend of the database but this one in a statement or a transaction, and the last
+ * comment id unchanged, for a whole second.
+ */
+async function waitUntilQuiet(): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl(PG_URL, DB_NAME) });
+  await client.connect();
+  try {
+    const giveUpAt = performance.now() + 30_000;
+    let last = '';
+    let quietSince = performance.now();
+    for (;;) {
+      const { rows } = await client.query<{ busy: number; last: number }>(
+        `SELECT (SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'
+                   AND pid <> pg_backend_pid() AND state <> 'idle') AS busy,
+                (SELECT coalesce(max(id), 0)::int FROM comments) AS last`,
+      );
+      const now = `${rows[0]!.busy}/${rows[0]!.last}`;
+      if (rows[0]!.busy !== 0 || now !== last) {
+        last = now;
+        quietSince = performance.now();
+      } else if (performance.now() - quietSince >= 1_000) {
+        return;
+      }
+      if (performance.now() > giveUpAt) throw new Error(`${DB_NAME}: still written to 30 s after the write route ended (${now})`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   } finally {
     await client.end();
   }
@@ -634,7 +675,10 @@ async function main(): Promise<void> {
         }
       }
     }
-    if (route.name === 'write') written = await resetComments();
+    if (route.name === 'write') {
+      await waitUntilQuiet();
+      written = await resetComments();
+    }
   }
 
   const rank = <T>(list: readonly T[], item: T): number => list.indexOf(item);
