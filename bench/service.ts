@@ -1,23 +1,48 @@
 /**
- * `npm run bench:service [-- --json] [-- --seconds 4] [-- --rounds 3] [-- --concurrency 1,10,100]
- *   [-- --delay-ms 1] [-- --pool-max 10] [-- --warmup 1] [-- --client autocannon|retry-after]`
+ * `npm run bench:service [-- --json] [-- --routes read,write] [-- --seconds 4] [-- --write-seconds 3]
+ *   [-- --rounds 3] [-- --concurrency 1,10,100] [-- --delay-ms 1] [-- --pool-max 10] [-- --warmup 1]
+ *   [-- --client autocannon|retry-after]`
  *
  * The example service (examples/service, on sluice) under HTTP load, side by side with the
- * same route built on Kysely's own PostgresDialect over pg.Pool (bench/service-baseline.ts):
- * for each number of concurrent HTTP clients, the latency of the requests *served* (2xx),
- * and how many were shed (503), timed out (504) or failed. The question: does the served
- * p99 stay near its unloaded value at 10x the pool's capacity (sluice sheds what it cannot
- * serve soon), while the baseline's grows with its queue?
+ * same routes built on Kysely's own PostgresDialect over pg.Pool (bench/service-baseline.ts):
+ * for each route and each number of concurrent HTTP clients, the latency of the requests
+ * *served* (2xx), and how many were shed (503), timed out (504) or failed. The question:
+ * does the served p99 stay near its unloaded value at 10x the pool's capacity (sluice sheds
+ * what it cannot serve soon), while the baseline's grows with its queue? Each route has a
+ * table section and a verdict of its own (served p99 at the most connections / at the
+ * fewest, for each server).
  *
  * The setup, and why:
  * - PostgreSQL: SLUICE_PG_URL, else postgres://postgres@127.0.0.1:5432/test (as bench/db.ts);
  *   the benchmark creates and uses the database `sluice_bench_service` next to it, applies
  *   the service's own migrations, and seeds 1,000 authors, 10,000 posts (2 tags each, 3
  *   comments each) with bulk SQL, once (reused while the counts match).
- * - Route: GET /posts/:id, a random id of the 10,000 per request: post + author + tags +
- *   comments, 4 queries one after the other, each on a connection of its own. Both servers
- *   send the same statements, validate with the same schemas and answer the same JSON (the
- *   benchmark checks a few ids before measuring).
+ * - Routes (--routes, default both), each request on a random post of the 10,000:
+ *   - read: GET /posts/:id: post + author + tags + comments, 4 queries one after the other,
+ *     each on a connection of its own;
+ *   - write: POST /posts/:id/comments: one transaction that holds one connection for 4
+ *     round trips (BEGIN; INSERT the comment RETURNING *; UPDATE posts SET comment_count =
+ *     comment_count + 1; COMMIT), a 404 for a post that does not exist, run again (3 tries
+ *     in all) on a deadlock or serialization failure. Random posts, not one: writes to one
+ *     hot post would queue on its row lock and measure PostgreSQL, not the pool. (An
+ *     INSERT's foreign-key check takes KEY SHARE on the post, which the UPDATE's lock does
+ *     not conflict with: two writes to the same post wait, they do not deadlock.)
+ *   Both servers send the same statements, validate with the same schemas and answer the
+ *   same JSON: the benchmark checks a few ids before measuring (for the write, each server
+ *   comments on the same posts, both answer alike but for the comment's id and time, a
+ *   missing post is the same 404, and both then read back the comment count raised by both).
+ * - All the read route's rounds run first, then the write route's, whatever --routes says:
+ *   the reads see the seeded rows (3 comments a post), as before the write route existed,
+ *   not a table the writes grow during the run.
+ * - The database stays the same run after run: the comments written (by the checks, and by
+ *   the write route: some tens of thousands) are deleted once the route is done and the
+ *   database quiet (requests in flight when the load stopped still commit: the baseline's
+ *   queue drains for a while), every comment_count set back from the rows, and the two
+ *   tables VACUUMed; a run cut short is cleaned up the same way when the next one starts.
+ *   Before that clean-up, the benchmark counts the posts whose comment_count no longer
+ *   matches their comments: it must be 0 (each write adds its comment and its count
+ *   together or neither, 503s and 504s included); it prints the count, and exits 1 if it
+ *   is not.
  * - Each server, each proxy, is a child process of its own (`node --import tsx`), so the
  *   load generator (autocannon, in this process) shares no event loop with them. Both
  *   servers run the whole time, idle while the other is measured; each cell alternates which
@@ -38,9 +63,11 @@
  *   same proxy for both servers.
  * - Load: autocannon, closed loop (each connection sends its next request as soon as the
  *   last is answered, 503s included), --concurrency connections per cell after --warmup s
- *   of the same load. A closed loop is what autocannon does; note it means a shed client
- *   comes straight back (a real client would honour Retry-After). The table shows each
- *   process's CPU so the cost of answering 503s is visible rather than hidden.
+ *   of the same load; --rounds rounds of --seconds s per cell for the read route, of
+ *   --write-seconds s (3, not 4) for the write route, to keep a default run near 3 minutes
+ *   (the read route alone took 1:45). A closed loop is what autocannon does; note it means
+ *   a shed client comes straight back (a real client would honour Retry-After). The table
+ *   shows each process's CPU so the cost of answering 503s is visible rather than hidden.
  * - Latency: autocannon's per-response time (from writing the request to the end of the
  *   response), split by status: the p50/p99 of 2xx only; 503s, 504s and the rest counted.
  *   Cells pool the responses of all rounds.
@@ -79,13 +106,58 @@ const POSTS = 10_000;
 const TAGS = 50;
 const COMMENTS_PER_POST = 3;
 
-const args = benchArgs({ seconds: '4', concurrency: '1,10,100' }, { 'delay-ms': '1', 'pool-max': '10', warmup: '1', client: 'autocannon' });
+const args = benchArgs(
+  { seconds: '4', concurrency: '1,10,100' },
+  { 'delay-ms': '1', 'pool-max': '10', warmup: '1', client: 'autocannon', routes: 'read,write', 'write-seconds': '3' },
+);
 const DELAY_MS = Number(args.extra['delay-ms']);
 const POOL_MAX = Number(args.extra['pool-max']);
 const WARMUP_S = Number(args.extra['warmup']);
 /** `autocannon` (default), or `retry-after`: see politeLoad. */
 const CLIENT = String(args.extra['client']);
 if (CLIENT !== 'autocannon' && CLIENT !== 'retry-after') throw new Error('--client: autocannon or retry-after');
+
+// ---------------------------------------------------------------------------------------
+// The routes benched.
+
+type RouteName = 'read' | 'write';
+
+interface Route {
+  readonly name: RouteName;
+  /** What the table's section says it is. */
+  readonly title: string;
+  readonly method: 'GET' | 'POST';
+  /** Seconds measured per cell per round. */
+  readonly seconds: number;
+  /** The next request: a random post each time. */
+  next(): { path: string; body?: string };
+}
+
+const randomPost = (): number => 1 + Math.floor(Math.random() * POSTS);
+const COMMENT = JSON.stringify({ commenter: 'bench reader', body: 'A comment the benchmark wrote (removed at the end of the run).' });
+const ROUTES: Record<RouteName, Route> = {
+  read: {
+    name: 'read',
+    title: 'GET /posts/:id (4 queries, each on a connection of its own)',
+    method: 'GET',
+    seconds: args.seconds,
+    next: () => ({ path: `/posts/${randomPost()}` }),
+  },
+  write: {
+    name: 'write',
+    title: 'POST /posts/:id/comments (1 transaction on 1 connection: BEGIN, INSERT, UPDATE, COMMIT)',
+    method: 'POST',
+    seconds: Number(args.extra['write-seconds']),
+    next: () => ({ path: `/posts/${randomPost()}/comments`, body: COMMENT }),
+  },
+};
+/** Always read before write, whatever the order asked: the reads then see the seeded rows (see the header). */
+const routes: Route[] = (() => {
+  const asked = String(args.extra['routes']).split(',').map((name) => name.trim()).filter((name) => name !== '');
+  for (const name of asked) if (!(name in ROUTES)) throw new Error(`--routes: read, write or both (read,write), not ${name}`);
+  if (asked.length === 0) throw new Error('--routes: read, write or both (read,write)');
+  return (['read', 'write'] as const).filter((name) => asked.includes(name)).map((name) => ROUTES[name]);
+})();
 
 function databaseUrl(base: string, name: string, hostPort?: { host: string; port: number }): string {
   const url = new URL(base);
@@ -113,6 +185,12 @@ async function prepareDatabase(): Promise<void> {
     await migrate(database, { provider: migrationProvider('postgres') });
   } finally {
     await database.close();
+  }
+
+  // Put back what an earlier run cut short left behind (see resetComments).
+  const left = await resetComments();
+  if ((left.removed > 0 || left.inconsistentPosts > 0) && !args.json) {
+    console.log(`${DB_NAME}: removed ${left.removed} comment(s) an earlier run left behind; repaired ${left.inconsistentPosts} comment_count(s)`);
   }
 
   const client = new pg.Client({ connectionString: url });
@@ -154,6 +232,67 @@ async function prepareDatabase(): Promise<void> {
     await client.query('COMMIT');
     await client.query('ANALYZE');
     if (!args.json) console.log(`seeded ${DB_NAME} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Removes the comments added since the seed (ids past its COMMENTS_PER_POST * POSTS: the
+ * write route's, the checks', an interrupted run's) and makes every comment_count match its
+ * rows again, then VACUUMs if anything was removed, so the next run reads and writes the
+ * same tables. Answers what it found *before* repairing: the comments removed, and the
+ * posts whose comment_count did not match their rows (0 unless a server broke a
+ * transaction: each write adds its comment and the count together, or neither).
+ */
+async function resetComments(): Promise<{ removed: number; inconsistentPosts: number }> {
+  const client = new pg.Client({ connectionString: databaseUrl(PG_URL, DB_NAME) });
+  await client.connect();
+  try {
+    const countMismatch = `comment_count <> (SELECT count(*) FROM comments c WHERE c.post_id = p.id)`;
+    const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM posts p WHERE ${countMismatch}`);
+    await client.query('BEGIN');
+    const removed = (await client.query(`DELETE FROM comments WHERE id > ${COMMENTS_PER_POST * POSTS}`)).rowCount ?? 0;
+    await client.query(`UPDATE posts p SET comment_count = (SELECT count(*) FROM comments c WHERE c.post_id = p.id) WHERE ${countMismatch}`);
+    await client.query('COMMIT');
+    if (removed > 0) await client.query('VACUUM ANALYZE comments, posts');
+    return { removed, inconsistentPosts: rows[0]!.n };
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Waits until nothing writes to the database any more: when autocannon stops, the
+ * requests in flight still run (the baseline's pg.Pool queue drains for a few hundred ms
+ * after a 100-connection cell), and a comment committed while resetComments runs would be
+ * miscounted (its UPDATE would set a count from a snapshot without it). Quiet: no client
+ * backend of the database but this one in a statement or a transaction, and the last
+ * comment id unchanged, for a whole second.
+ */
+async function waitUntilQuiet(): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl(PG_URL, DB_NAME) });
+  await client.connect();
+  try {
+    const giveUpAt = performance.now() + 30_000;
+    let last = '';
+    let quietSince = performance.now();
+    for (;;) {
+      const { rows } = await client.query<{ busy: number; last: number }>(
+        `SELECT (SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'
+                   AND pid <> pg_backend_pid() AND state <> 'idle') AS busy,
+                (SELECT coalesce(max(id), 0)::int FROM comments) AS last`,
+      );
+      const now = `${rows[0]!.busy}/${rows[0]!.last}`;
+      if (rows[0]!.busy !== 0 || now !== last) {
+        last = now;
+        quietSince = performance.now();
+      } else if (performance.now() - quietSince >= 1_000) {
+        return;
+      }
+      if (performance.now() > giveUpAt) throw new Error(`${DB_NAME}: still written to 30 s after the write route ended (${now})`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   } finally {
     await client.end();
   }
@@ -346,10 +485,48 @@ async function checkSameAnswers(servers: readonly Server[]): Promise<void> {
   }
 }
 
+/**
+ * The same for the write route: each server adds a comment to a few posts (201, the same
+ * JSON but for the new comment's id and time; a 404 alike for a post that does not exist),
+ * and then each server reads back the post with both comments and its comment count
+ * raised by both (the GET check above).
+ */
+async function checkSameWrites(servers: readonly Server[]): Promise<void> {
+  const post = async (server: Server, id: number): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const response = await fetch(`${server.url}/posts/${id}/comments`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: COMMENT });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  };
+  const ids = [1, 2, 777, POSTS];
+  for (const id of ids) {
+    const answers = [];
+    for (const server of servers) answers.push(await post(server, id));
+    const [a, b] = answers.map(({ status, body }) => {
+      const { id: commentId, createdAt, ...rest } = body;
+      if (status !== 201 || !Number.isInteger(commentId) || typeof createdAt !== 'string' || Number.isNaN(Date.parse(createdAt))) {
+        throw new Error(`POST /posts/${id}/comments answered ${status} ${JSON.stringify(body)}`);
+      }
+      return rest;
+    });
+    if (!isDeepStrictEqual(a, b)) throw new Error(`POST /posts/${id}/comments: the servers answer differently:\n${JSON.stringify(a)}\n${JSON.stringify(b)}`);
+  }
+  const missing = await Promise.all(servers.map((server) => post(server, POSTS + 1)));
+  if (missing.some((answer) => answer.status !== 404) || !isDeepStrictEqual(missing[0], missing[1])) {
+    throw new Error(`POST /posts/${POSTS + 1}/comments (no such post): ${JSON.stringify(missing)}`);
+  }
+  await checkSameAnswers(servers);
+  for (const id of ids) {
+    const read = (await (await fetch(`${servers[0]!.url}/posts/${id}`)).json()) as { commentCount: number; comments: unknown[] };
+    if (read.commentCount !== read.comments.length || read.commentCount !== COMMENTS_PER_POST + servers.length) {
+      throw new Error(`GET /posts/${id} after the writes: commentCount ${read.commentCount}, ${read.comments.length} comments`);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Load.
 
 interface Cell {
+  readonly route: RouteName;
   readonly server: string;
   readonly connections: number;
   seconds: number;
@@ -376,24 +553,26 @@ function quantile(sorted: readonly number[], q: number): number {
  * Retry-After it was given before its next request, as a well-behaved client would.
  * Much slower per request than autocannon, but the load here is hundreds of req/s.
  */
-async function politeLoad(url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
+async function politeLoad(route: Route, url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
   const stopAt = performance.now() + seconds * 1000;
-  const get = (path: string): Promise<{ status: number; retryAfter: number }> =>
+  const send = ({ path, body }: { path: string; body?: string }): Promise<{ status: number; retryAfter: number }> =>
     new Promise((resolve, reject) => {
+      const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
       http
-        .get(`${url}${path}`, { agent }, (response) => {
+        .request(`${url}${path}`, { agent, method: route.method, headers }, (response) => {
           response.resume();
           response.on('end', () => resolve({ status: response.statusCode ?? 0, retryAfter: Number(response.headers['retry-after'] ?? 1) }));
         })
-        .on('error', reject);
+        .on('error', reject)
+        .end(body);
     });
   await Promise.all(
     Array.from({ length: connections }, async () => {
       while (performance.now() < stopAt) {
         const start = performance.now();
         try {
-          const { status, retryAfter } = await get(`/posts/${1 + Math.floor(Math.random() * POSTS)}`);
+          const { status, retryAfter } = await send(route.next());
           const ms = performance.now() - start;
           if (status >= 200 && status < 300) cell?.served.push(ms);
           else if (status === 503) {
@@ -411,9 +590,9 @@ async function politeLoad(url: string, connections: number, seconds: number, cel
   agent.destroy();
 }
 
-/** One autocannon run: GET /posts/<random id>, `connections` at a time, closed loop. */
-function load(url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
-  if (CLIENT === 'retry-after') return politeLoad(url, connections, seconds, cell);
+/** One autocannon run of the route's requests (a random post each), `connections` at a time, closed loop. */
+function load(route: Route, url: string, connections: number, seconds: number, cell?: Cell): Promise<void> {
+  if (CLIENT === 'retry-after') return politeLoad(route, url, connections, seconds, cell);
   return new Promise((resolve, reject) => {
     const instance = autocannon(
       {
@@ -421,7 +600,13 @@ function load(url: string, connections: number, seconds: number, cell?: Cell): P
         connections,
         duration: seconds,
         timeout: 30,
-        requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: `/posts/${1 + Math.floor(Math.random() * POSTS)}` }) }],
+        requests: [
+          {
+            method: route.method,
+            ...(route.method === 'POST' ? { headers: { 'content-type': 'application/json' } } : {}),
+            setupRequest: (request) => ({ ...request, ...route.next() }),
+          },
+        ],
       },
       (error) => (error ? reject(error) : resolve()),
     );
@@ -436,12 +621,12 @@ function load(url: string, connections: number, seconds: number, cell?: Cell): P
   });
 }
 
-async function measureCell(server: Server, cell: Cell): Promise<void> {
-  await load(server.url, cell.connections, WARMUP_S);
+async function measureCell(route: Route, server: Server, cell: Cell): Promise<void> {
+  await load(route, server.url, cell.connections, WARMUP_S);
   await childLoopDelay(server.server);
   ownLoopDelay.reset();
   const before = { server: cpuSeconds(server.server.pid), proxy: cpuSeconds(server.proxy.pid), own: ownCpuSeconds(), at: performance.now() };
-  await load(server.url, cell.connections, args.seconds, cell);
+  await load(route, server.url, cell.connections, route.seconds, cell);
   const elapsed = (performance.now() - before.at) / 1000;
   cell.seconds += elapsed;
   cell.serverCpu += cpuSeconds(server.server.pid) - before.server;
@@ -460,36 +645,55 @@ async function main(): Promise<void> {
   const baseline = await startServer('kysely + pg.Pool', 'bench/service-baseline.ts', /^baseline: listening on (http:\/\/\S+)/);
   const servers = [sluice, baseline];
   await checkSameAnswers(servers);
+  if (routes.some((route) => route.name === 'write')) {
+    await checkSameWrites(servers);
+    await resetComments(); // the checks' comments: the reads measure the seeded rows
+  }
   const probe = await startProxy('probe');
   const rtt = await roundTrips(probe.port);
   await stopChild(probe.child);
 
   const cells = new Map<string, Cell>();
-  const cellOf = (server: Server, connections: number): Cell => {
-    const key = `${server.name}/${connections}`;
+  const cellOf = (route: Route, server: Server, connections: number): Cell => {
+    const key = `${route.name}/${server.name}/${connections}`;
     let cell = cells.get(key);
     if (cell === undefined) {
-      cell = { server: server.name, connections, seconds: 0, served: [], shed: 0, timedOut504: 0, otherStatus: 0, errors: 0, serverCpu: 0, proxyCpu: 0, loadgenCpu: 0, serverLoopP99: [], loadgenLoopP99: [] };
+      cell = { route: route.name, server: server.name, connections, seconds: 0, served: [], shed: 0, timedOut504: 0, otherStatus: 0, errors: 0, serverCpu: 0, proxyCpu: 0, loadgenCpu: 0, serverLoopP99: [], loadgenLoopP99: [] };
       cells.set(key, cell);
     }
     return cell;
   };
-  for (let round = 0; round < args.rounds; round++) {
-    for (const connections of args.levels) {
-      const order = round % 2 === 0 ? servers : [...servers].reverse();
-      for (const server of order) {
-        if (!args.json) process.stderr.write(`round ${round + 1}/${args.rounds}: ${server.name}, ${connections} connections\n`);
-        await measureCell(server, cellOf(server, connections));
+  /** What the write route left in the database, found before it was put back (resetComments). */
+  let written: { removed: number; inconsistentPosts: number } | undefined;
+  for (const route of routes) {
+    for (let round = 0; round < args.rounds; round++) {
+      for (const connections of args.levels) {
+        const order = round % 2 === 0 ? servers : [...servers].reverse();
+        for (const server of order) {
+          if (!args.json) process.stderr.write(`${route.name}, round ${round + 1}/${args.rounds}: ${server.name}, ${connections} connections\n`);
+          await measureCell(route, server, cellOf(route, server, connections));
+        }
       }
+    }
+    if (route.name === 'write') {
+      await waitUntilQuiet();
+      written = await resetComments();
     }
   }
 
+  const rank = <T>(list: readonly T[], item: T): number => list.indexOf(item);
   const results = [...cells.values()]
-    .sort((a, b) => servers.findIndex((s) => s.name === a.server) - servers.findIndex((s) => s.name === b.server) || a.connections - b.connections)
+    .sort(
+      (a, b) =>
+        rank(routes.map((r) => r.name), a.route) - rank(routes.map((r) => r.name), b.route) ||
+        rank(servers.map((s) => s.name), a.server) - rank(servers.map((s) => s.name), b.server) ||
+        a.connections - b.connections,
+    )
     .map((cell) => {
       const sorted = [...cell.served].sort((a, b) => a - b);
       const total = cell.served.length + cell.shed + cell.timedOut504 + cell.otherStatus + cell.errors;
       return {
+        route: cell.route,
         server: cell.server,
         connections: cell.connections,
         servedPerSec: cell.served.length / cell.seconds,
@@ -508,55 +712,84 @@ async function main(): Promise<void> {
         loadgenLoopP99Ms: Math.max(...cell.loadgenLoopP99),
       };
     });
-  const unloaded = (name: string): number => {
-    const own = results.filter((r) => r.server === name);
+  type Result = (typeof results)[number];
+  const unloaded = (route: RouteName, server: string): number => {
+    const own = results.filter((r) => r.route === route && r.server === server);
     return own.reduce((least, r) => (r.connections < least.connections ? r : least), own[0]!).p99Ms;
   };
-  const ratio = (r: (typeof results)[number]): number => r.p99Ms / unloaded(r.server);
+  const ratio = (r: Result): number => r.p99Ms / unloaded(r.route, r.server);
   const most = Math.max(...args.levels);
-  const verdictOf = (name: string): number => ratio(results.find((r) => r.server === name && r.connections === most)!);
-  const config = { poolMax: POOL_MAX, delayMs: DELAY_MS, rttDirectMs: rtt.directMs, rttProxiedMs: rtt.proxiedMs, seconds: args.seconds, rounds: args.rounds, warmupS: WARMUP_S, posts: POSTS };
+  const TARGET = 3;
+  const verdicts = routes.map((route) => {
+    const at = (server: Server): number => ratio(results.find((r) => r.route === route.name && r.server === server.name && r.connections === most)!);
+    const s = at(sluice);
+    return { route: route.name, connections: most, sluiceP99VsUnloaded: s, baselineP99VsUnloaded: at(baseline), target: TARGET, met: s <= TARGET };
+  });
+  const config = {
+    poolMax: POOL_MAX,
+    delayMs: DELAY_MS,
+    rttDirectMs: rtt.directMs,
+    rttProxiedMs: rtt.proxiedMs,
+    rounds: args.rounds,
+    warmupS: WARMUP_S,
+    posts: POSTS,
+    client: CLIENT,
+    routes: routes.map((route) => ({ route: route.name, title: route.title, seconds: route.seconds })),
+  };
+  const database = written === undefined ? undefined : { commentsRemoved: written.removed, inconsistentPosts: written.inconsistentPosts };
+  if (written !== undefined && written.inconsistentPosts > 0) process.exitCode = 1;
 
   if (args.json) {
-    process.stdout.write(`${JSON.stringify({ config, results: results.map((r) => ({ ...r, p99VsUnloaded: ratio(r) })) })}\n`);
-  } else {
-    if (CLIENT !== 'autocannon') console.log(`load: ${CLIENT} clients (an experiment, not the benchmark's autocannon)`);
-    console.log(
-      `GET /posts/:id (4 queries), pool max ${POOL_MAX}; PostgreSQL behind a proxy adding ${DELAY_MS} ms each way ` +
-        `(SELECT 1 round trip p50: ${rtt.proxiedMs.toFixed(2)} ms through it, ${rtt.directMs.toFixed(2)} ms direct); ` +
-        `${args.rounds} round(s) of ${args.seconds} s per cell after ${WARMUP_S} s warm-up, pooled. Compare ratios.`,
-    );
-    const f = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+    process.stdout.write(`${JSON.stringify({ config, results: results.map((r) => ({ ...r, p99VsUnloaded: ratio(r) })), verdicts, ...(database ? { database } : {}) })}\n`);
+    return;
+  }
+  if (CLIENT !== 'autocannon') console.log(`load: ${CLIENT} clients (an experiment, not the benchmark's autocannon)`);
+  console.log(
+    `pool max ${POOL_MAX}; PostgreSQL behind a proxy adding ${DELAY_MS} ms each way ` +
+      `(SELECT 1 round trip p50: ${rtt.proxiedMs.toFixed(2)} ms through it, ${rtt.directMs.toFixed(2)} ms direct); ` +
+      `${args.rounds} round(s) per cell after ${WARMUP_S} s warm-up each, pooled; a random post of ${POSTS} per request. Compare ratios.`,
+  );
+  const f = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+  for (const route of routes) {
+    const verdict = verdicts.find((v) => v.route === route.name)!;
+    console.log(`\n${route.name}: ${route.title}, ${route.seconds} s per round`);
     console.log(
       formatTable(
         ['server', 'conns', 'served/s', 'p50 ms', 'p99 ms', 'p99 vs c=1', 'shed 503', 'shed %', '504', 'other', 'errors', 'srv CPU%', 'proxy CPU%', 'loadgen CPU%', 'srv lag p99', 'loadgen lag p99'],
-        results.map((r) => [
-          r.server,
-          String(r.connections),
-          f(r.servedPerSec, 0),
-          f(r.p50Ms, 2),
-          f(r.p99Ms, 2),
-          `${f(ratio(r), 2)}x`,
-          String(r.shed),
-          f(r.shedPct),
-          String(r.timedOut504),
-          String(r.otherStatus),
-          String(r.errors),
-          f(r.serverCpuPct, 0),
-          f(r.proxyCpuPct, 0),
-          f(r.loadgenCpuPct, 0),
-          f(r.serverLoopP99Ms, 1),
-          f(r.loadgenLoopP99Ms, 1),
-        ]),
+        results
+          .filter((r) => r.route === route.name)
+          .map((r) => [
+            r.server,
+            String(r.connections),
+            f(r.servedPerSec, 0),
+            f(r.p50Ms, 2),
+            f(r.p99Ms, 2),
+            `${f(ratio(r), 2)}x`,
+            String(r.shed),
+            f(r.shedPct),
+            String(r.timedOut504),
+            String(r.otherStatus),
+            String(r.errors),
+            f(r.serverCpuPct, 0),
+            f(r.proxyCpuPct, 0),
+            f(r.loadgenCpuPct, 0),
+            f(r.serverLoopP99Ms, 1),
+            f(r.loadgenLoopP99Ms, 1),
+          ]),
         1,
       ),
     );
-    const s = verdictOf(sluice.name);
-    const b = verdictOf(baseline.name);
     console.log(
-      `verdict at ${most} connections (${most / POOL_MAX}x the pool): sluice served p99 / its unloaded p99 = ${f(s, 2)}x ` +
-        `(target <= 3x: ${s <= 3 ? 'met' : 'MISSED'}); baseline = ${f(b, 2)}x.`,
+      `${route.name} verdict at ${most} connections (${most / POOL_MAX}x the pool): sluice served p99 / its unloaded p99 = ${f(verdict.sluiceP99VsUnloaded, 2)}x ` +
+        `(target <= ${TARGET}x: ${verdict.met ? 'met' : 'MISSED'}); baseline = ${f(verdict.baselineP99VsUnloaded, 2)}x.`,
     );
+    if (route.name === 'write' && written !== undefined) {
+      console.log(
+        written.inconsistentPosts === 0
+          ? `write: comment_count matched its rows on all ${POSTS} posts after the run; the run's ${written.removed} comments removed again.`
+          : `write: comment_count did NOT match its rows on ${written.inconsistentPosts} post(s) after the run (a transaction half applied?); repaired, and the run's ${written.removed} comments removed.`,
+      );
+    }
   }
 }
 

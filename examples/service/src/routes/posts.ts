@@ -13,7 +13,7 @@ import type { Post } from '../models.js';
 import { normalTag, normalTags, slugOf } from '../presentation.js';
 import { inTransaction } from '../transactions.js';
 import type { DB } from '../schema.js';
-import { AuthorOut, CommentOut, ErrorOut, Id, IdParams, Page, PageQuery, PostOut, PostSummaryOut, Text } from './schemas.js';
+import { AuthorOut, CommentIn, CommentOut, ErrorOut, Id, IdParams, Page, PageQuery, PostOut, PostSummaryOut, Text } from './schemas.js';
 
 const TagName = Type.String({ minLength: 1, maxLength: 50, pattern: '^[A-Za-z0-9][A-Za-z0-9 _.-]*$' });
 const Tags = Type.Array(TagName, { maxItems: 10 });
@@ -23,7 +23,6 @@ const PostListQuery = Type.Object({ ...PageQuery.properties, authorId: Type.Opti
 const PostListItem = Type.Object({ ...PostSummaryOut.properties, author: Type.Union([AuthorOut, Type.Null()]), tags: Type.Array(Type.String()) });
 const PostDetailOut = Type.Object({ ...PostOut.properties, author: Type.Union([AuthorOut, Type.Null()]), tags: Type.Array(Type.String()), comments: Type.Array(CommentOut) });
 const PostWrittenOut = Type.Object({ ...PostOut.properties, tags: Type.Array(Type.String()) });
-const CommentIn = Type.Object({ commenter: Text(100), body: Text(5_000) }, { additionalProperties: false });
 
 /** A title's slug, which must have something in it: `!!!` has no letter or digit to make a URL of. */
 function slugFor(title: string): string {

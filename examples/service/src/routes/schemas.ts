@@ -34,6 +34,9 @@ export const PostSummaryOut = Type.Object({
 
 export const PostOut = Type.Object({ ...PostSummaryOut.properties, body: Type.String() });
 
+/** A new comment (POST /posts/:id/comments); here rather than in posts.ts so bench/service-baseline.ts validates with it too. */
+export const CommentIn = Type.Object({ commenter: Text(100), body: Text(5_000) }, { additionalProperties: false });
+
 export const CommentOut = Type.Object({
   id: Type.Integer(),
   postId: Type.Integer(),
