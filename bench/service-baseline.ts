@@ -44,19 +44,25 @@ const notFound = (postId: number) => ({ statusCode: 404, error: 'Not Found', mes
 
 app.get('/posts/:id', { schema: { params: IdParams, response: { 200: PostDetailOut, 404: ErrorOut } } }, async (request, reply) => {
   const id = request.params.id;
-  // The statements sluice's model layer sends for `posts.query(...).with('author').with('tags').with('comments')`.
-  const post = await db.selectFrom('posts').selectAll('posts').where('id', '=', id).executeTakeFirst();
-  if (post === undefined) return reply.code(404).send(notFound(id));
-  const authors = await db.selectFrom('authors').selectAll().where('id', 'in', [post.author_id]).orderBy('id').execute();
-  const tags = await db
-    .selectFrom('tags')
-    .innerJoin('post_tags', 'post_tags.tag_id', 'tags.id')
-    .selectAll('tags')
-    .select('post_tags.post_id as __sluice_parent_key')
-    .where('post_tags.post_id', 'in', [post.id])
-    .orderBy('tags.id')
-    .execute();
-  const comments = await db.selectFrom('comments').selectAll().where('post_id', 'in', [post.id]).orderBy('id').execute();
+  // The statements sluice's model layer sends for `posts.query(...).with('author').with('tags').with('comments')`,
+  // on one connection as the service runs them (`database.withConnection`): Kysely's own way to do that.
+  const found = await db.connection().execute(async (conn) => {
+    const post = await conn.selectFrom('posts').selectAll('posts').where('id', '=', id).executeTakeFirst();
+    if (post === undefined) return undefined;
+    const authors = await conn.selectFrom('authors').selectAll().where('id', 'in', [post.author_id]).orderBy('id').execute();
+    const tags = await conn
+      .selectFrom('tags')
+      .innerJoin('post_tags', 'post_tags.tag_id', 'tags.id')
+      .selectAll('tags')
+      .select('post_tags.post_id as __sluice_parent_key')
+      .where('post_tags.post_id', 'in', [post.id])
+      .orderBy('tags.id')
+      .execute();
+    const comments = await conn.selectFrom('comments').selectAll().where('post_id', 'in', [post.id]).orderBy('id').execute();
+    return { post, authors, tags, comments };
+  });
+  if (found === undefined) return reply.code(404).send(notFound(id));
+  const { post, authors, tags, comments } = found;
   const author = authors[0];
   return {
     id: post.id,

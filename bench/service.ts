@@ -18,8 +18,9 @@
  *   the service's own migrations, and seeds 1,000 authors, 10,000 posts (2 tags each, 3
  *   comments each) with bulk SQL, once (reused while the counts match).
  * - Routes (--routes, default both), each request on a random post of the 10,000:
- *   - read: GET /posts/:id: post + author + tags + comments, 4 queries one after the other,
- *     each on a connection of its own;
+ *   - read: GET /posts/:id: post + author + tags + comments, 4 queries one after the other
+ *     on one connection (the service's `database.withConnection`, the baseline's
+ *     `db.connection()`): one wait for a connection per request, on both;
  *   - write: POST /posts/:id/comments: one transaction that holds one connection for 4
  *     round trips (BEGIN; INSERT the comment RETURNING *; UPDATE posts SET comment_count =
  *     comment_count + 1; COMMIT), a 404 for a post that does not exist, run again (3 tries
@@ -138,7 +139,7 @@ const COMMENT = JSON.stringify({ commenter: 'bench reader', body: 'A comment the
 const ROUTES: Record<RouteName, Route> = {
   read: {
     name: 'read',
-    title: 'GET /posts/:id (4 queries, each on a connection of its own)',
+    title: 'GET /posts/:id (4 queries on one connection)',
     method: 'GET',
     seconds: args.seconds,
     next: () => ({ path: `/posts/${randomPost()}` }),

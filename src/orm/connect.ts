@@ -84,23 +84,41 @@ export interface Database<DB> {
   withDeadline<T>(options: DeadlineOptions, work: () => T): T;
   /**
    * Runs `work` in a transaction pinned to one connection. An error, a deadline or an abort
-   * rolls it back. Called inside another transaction, it uses a savepoint.
+   * rolls it back. Called inside another transaction, it uses a savepoint; inside
+   * `withConnection`, it runs on that scope's connection.
    */
   transaction<T>(work: (trx: Transaction<DB>) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /**
+   * Runs `work` on one connection, acquired once, without a transaction: every query it
+   * makes (models and repositories included, through `currentKysely`) runs on that
+   * connection, one at a time. For a unit of work that makes several queries in a row (a
+   * request that reads a row and its relations) it waits for a connection once instead of
+   * once per query, which bounds its latency when the pool is busy. Inside a transaction or
+   * another scope of this database, it runs there. The deadline and signal cover the wait
+   * for the connection too.
+   */
+  withConnection<T>(work: (db: Kysely<DB>) => Promise<T>, options?: DeadlineOptions): Promise<T>;
   stats(): PoolStats;
   /** Closes the pool and the driver: no socket or timer is left. */
   close(): Promise<void>;
 }
 
 /**
- * The transactions in progress in this async context, innermost first, for nesting with
- * savepoints. A chain, not one entry: work inside a transaction of one database may open a
- * transaction of another, and a nested call must find its own database's.
+ * The transactions (and `withConnection` scopes) in progress in this async context,
+ * innermost first, for nesting with savepoints. A chain, not one entry: work inside a
+ * transaction of one database may open a transaction of another, and a nested call must
+ * find its own database's.
  */
 interface OpenTransaction {
   /** The Kysely instance of the database that opened it. */
   readonly db: object;
-  /** A `Transaction<DB>` of that database. */
+  /**
+   * `transaction`: a `Transaction<DB>` of that database, in which nested calls make
+   * savepoints; `connection`: a `withConnection` scope, a `Kysely<DB>` bound to one
+   * connection with no transaction open, in which a `transaction()` call begins one.
+   */
+  readonly kind: 'transaction' | 'connection';
+  /** The `Transaction<DB>`, or the connection scope's `Kysely<DB>`. */
   readonly trx: unknown;
   readonly depth: number;
   readonly outer: OpenTransaction | undefined;
@@ -124,8 +142,8 @@ function openTransactionOf(db: object): OpenTransaction | undefined {
 }
 
 /**
- * The Kysely a query made here should run on: the innermost transaction of `db` open in this
- * async context, else `db` itself. Lets code that is handed a `Database` rather than the
+ * The Kysely a query made here should run on: the innermost transaction (or
+ * `withConnection` scope) of `db` open in this async context, else `db` itself. Lets code that is handed a `Database` rather than the
  * `trx` (models, repositories) join the transaction it is called in.
  */
 export function currentKysely<DB>(db: Kysely<DB>): Kysely<DB> {
@@ -276,15 +294,16 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
   const transaction = async <T>(work: (trx: Transaction<DB>) => Promise<T>, txOptions: TransactionOptions = {}): Promise<T> => {
     const open = openTransactionOf(db);
     return withDeadline(txOptions, async () => {
-      if (open !== undefined) return savepoint(open, work);
+      if (open?.kind === 'transaction') return savepoint(open, work);
       // Refused before a connection is taken.
       if (dialect === 'sqlite') checkSqliteTransaction({ ...(txOptions.isolation !== undefined ? { isolationLevel: txOptions.isolation } : {}) });
-      let builder = db.transaction();
+      // Inside a withConnection scope: on its connection.
+      let builder = (open === undefined ? db : (open.trx as Kysely<DB>)).transaction();
       if (txOptions.isolation !== undefined) builder = builder.setIsolationLevel(txOptions.isolation);
       return builder.execute(async (trx) => {
         const root = { failure: undefined as unknown };
         const result = await openTransactions.run(
-          { db, trx, depth: 0, outer: openTransactions.getStore(), nestedTail: Promise.resolve(), root },
+          { db, kind: 'transaction', trx, depth: 0, outer: openTransactions.getStore(), nestedTail: Promise.resolve(), root },
           () => work(trx),
         );
         // Throwing here makes Kysely roll the whole transaction back.
@@ -299,6 +318,27 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     });
   };
 
+  const withConnection = <T>(work: (scoped: Kysely<DB>) => Promise<T>, scopeOptions: DeadlineOptions = {}): Promise<T> => {
+    const open = openTransactionOf(db);
+    return withDeadline(scopeOptions, async () => {
+      if (open !== undefined) return work(open.trx as Kysely<DB>);
+      return db.connection().execute((scoped) =>
+        openTransactions.run(
+          {
+            db,
+            kind: 'connection',
+            trx: scoped,
+            depth: 0,
+            outer: openTransactions.getStore(),
+            nestedTail: Promise.resolve(),
+            root: { failure: undefined },
+          },
+          () => work(scoped),
+        ),
+      );
+    });
+  };
+
   return {
     dialect,
     location: locationOf(target),
@@ -306,6 +346,7 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     pool,
     withDeadline,
     transaction,
+    withConnection,
     stats: () => pool.stats(),
     close: async () => {
       await db.destroy();
@@ -328,6 +369,7 @@ async function savepoint<DB, T>(open: OpenTransaction, work: (trx: Transaction<D
       const result = await openTransactions.run(
         {
           db: open.db,
+          kind: 'transaction',
           trx,
           depth: open.depth + 1,
           outer: openTransactions.getStore(),

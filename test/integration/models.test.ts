@@ -45,6 +45,15 @@ for (const { dialect, url, skip } of suites) {
       return sent.slice(from);
     };
 
+    /** Waits until no connection is lent (a cancelled statement's connection comes back once the server lets go). */
+    const eventuallyIdle = async (): Promise<void> => {
+      const until = Date.now() + 15_000; // a guard against a hang, not a timing assertion
+      while (database.stats().inUse !== 0) {
+        if (Date.now() > until) throw new Error(`connections still lent: ${JSON.stringify(database.stats())}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+
     beforeAll(async () => {
       database = connect<DB>(url(), { pool: { max: 4 } });
       // Counted where the statement leaves for the server: each connection's run().
@@ -282,6 +291,55 @@ for (const { dialect, url, skip } of suites) {
           .catch(() => {});
       });
       expect((await users.query().execute()).map((user) => user.name)).toEqual(['Grace']);
+    });
+
+    test('withConnection: a unit of work waits for a connection once; transactions in it run on that connection', async () => {
+      await seed();
+      let acquires = 0;
+      const counted = (): void => void acquires++;
+      database.pool.on('acquire', counted);
+      try {
+        await users.query().with('posts.comments').execute();
+        expect(acquires).toBe(3); // one per query, outside a scope
+
+        acquires = 0;
+        const loaded = await database.withConnection(() => users.query().with('posts.comments').execute());
+        expect(acquires).toBe(1);
+        expect(loaded.map((user) => user.posts.length)).toEqual([3, 3, 3, 3, 0]);
+        expect(loaded[0]!.posts[0]!.comments).toHaveLength(2);
+
+        acquires = 0;
+        await database.withConnection(async (scoped) => {
+          await database.transaction(async () => {
+            await users.insert({ name: 'Kept', email: 'kept@example.com', age: 1, bio: null });
+            // A nested call is a savepoint of the transaction on this connection.
+            await database.transaction(() => users.insert({ name: 'Undone', email: 'undone@example.com', age: 1, bio: null }).then(() => Promise.reject(new Error('inner'))))
+              .catch(() => {});
+          });
+          await expect(
+            database.transaction(async () => {
+              await users.insert({ name: 'RolledBack', email: 'rb@example.com', age: 1, bio: null });
+              throw new Error('outer');
+            }),
+          ).rejects.toThrow('outer');
+          // The scope's own Kysely, and a nested scope, are that same connection.
+          await database.withConnection(() => sql`SELECT 1`.execute(scoped));
+        });
+        expect(acquires).toBe(1);
+        const names = (await users.query().execute()).map((user) => user.name);
+        expect(names).toContain('Kept');
+        expect(names).not.toContain('Undone');
+        expect(names).not.toContain('RolledBack');
+
+        // Its deadline covers its queries; the connection goes back afterwards.
+        const error = await database
+          .withConnection(() => users.query((qb) => qb.where(SLOW[dialect])).execute(), { timeoutMs: 200 })
+          .catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(QueryTimeoutError);
+        await eventuallyIdle();
+      } finally {
+        database.pool.off('acquire', counted);
+      }
     });
 
     test('a deadline cancels a model query with QUERY_TIMEOUT', async () => {

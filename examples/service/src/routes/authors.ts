@@ -38,7 +38,8 @@ export const authorRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (ap
   });
 
   app.get('/authors/:id', { schema: { params: IdParams, response: { 200: AuthorWithPostsOut, 404: ErrorOut } } }, async (request) => {
-    const [author] = await authors.query((qb) => qb.where('id', '=', request.params.id)).with('posts').execute();
+    // Two queries (the author, their posts) on one connection: one wait for it, not two.
+    const [author] = await database.withConnection(() => authors.query((qb) => qb.where('id', '=', request.params.id)).with('posts').execute());
     if (author === undefined) throw notFound(`Author ${request.params.id}`);
     return { ...author.toJSON(), posts: author.posts.map((post) => post.summary()) };
   });

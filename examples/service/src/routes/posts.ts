@@ -71,19 +71,23 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
 
   app.get('/posts', { schema: { querystring: PostListQuery, response: { 200: Page(PostListItem) } } }, async (request) => {
     const { limit, after, authorId, tag } = request.query;
-    const rows = await posts
-      .query((qb) => {
-        let query = qb.where('id', '>', after);
-        if (authorId !== undefined) query = query.where('author_id', '=', authorId);
-        if (tag !== undefined) {
-          const tagged = db.selectFrom('post_tags').innerJoin('tags', 'tags.id', 'post_tags.tag_id').select('post_tags.post_id').where('tags.name', '=', normalTag(tag));
-          query = query.where('id', 'in', tagged);
-        }
-        return query.orderBy('id').limit(limit + 1);
-      })
-      .with('author')
-      .with('tags')
-      .execute();
+    // Three queries (the posts, their authors, their tags) on one connection: when the pool
+    // is busy, the request waits for a connection once, not once per query.
+    const rows = await database.withConnection(() =>
+      posts
+        .query((qb) => {
+          let query = qb.where('id', '>', after);
+          if (authorId !== undefined) query = query.where('author_id', '=', authorId);
+          if (tag !== undefined) {
+            const tagged = db.selectFrom('post_tags').innerJoin('tags', 'tags.id', 'post_tags.tag_id').select('post_tags.post_id').where('tags.name', '=', normalTag(tag));
+            query = query.where('id', 'in', tagged);
+          }
+          return query.orderBy('id').limit(limit + 1);
+        })
+        .with('author')
+        .with('tags')
+        .execute(),
+    );
     const page = rows.slice(0, limit);
     return {
       items: page.map((post) => ({ ...post.summary(), author: post.author?.toJSON() ?? null, tags: tagNames(post) })),
@@ -92,7 +96,10 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
   });
 
   app.get('/posts/:id', { schema: { params: IdParams, response: { 200: PostDetailOut, 404: ErrorOut } } }, async (request) => {
-    const [post] = await posts.query((qb) => qb.where('id', '=', request.params.id)).with('author').with('tags').with('comments').execute();
+    // Four queries on one connection (see GET /posts).
+    const [post] = await database.withConnection(() =>
+      posts.query((qb) => qb.where('id', '=', request.params.id)).with('author').with('tags').with('comments').execute(),
+    );
     if (post === undefined) throw notFound(`Post ${request.params.id}`);
     return {
       ...post.toJSON(),
@@ -145,8 +152,11 @@ export const postRoutes: FastifyPluginAsyncTypebox<ServiceContext> = async (app,
 
   app.get('/posts/:id/comments', { schema: { params: IdParams, querystring: PageQuery, response: { 200: Page(CommentOut), 404: ErrorOut } } }, async (request) => {
     const { limit, after } = request.query;
-    const rows = await comments.query((qb) => qb.where('post_id', '=', request.params.id).where('id', '>', after).orderBy('id').limit(limit + 1)).execute();
-    if (rows.length === 0 && (await posts.find(request.params.id)) === undefined) throw notFound(`Post ${request.params.id}`);
+    const rows = await database.withConnection(async () => {
+      const page = await comments.query((qb) => qb.where('post_id', '=', request.params.id).where('id', '>', after).orderBy('id').limit(limit + 1)).execute();
+      if (page.length === 0 && (await posts.find(request.params.id)) === undefined) throw notFound(`Post ${request.params.id}`);
+      return page;
+    });
     const page = rows.slice(0, limit);
     return { items: page.map((comment) => comment.toJSON()), next: rows.length > limit ? page[page.length - 1]!.id : null };
   });
