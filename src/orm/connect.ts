@@ -89,15 +89,20 @@ export interface Database<DB> {
    */
   transaction<T>(work: (trx: Transaction<DB>) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /**
-   * Runs `work` on one connection, acquired once, without a transaction: every query it
-   * makes (models and repositories included, through `currentKysely`) runs on that
-   * connection, one at a time. For a unit of work that makes several queries in a row (a
-   * request that reads a row and its relations) it waits for a connection once instead of
-   * once per query, which bounds its latency when the pool is busy. Inside a transaction or
-   * another scope of this database, it runs there. The deadline and signal cover the wait
-   * for the connection too.
+   * Runs `work` on one connection, acquired once, without a transaction: the queries it
+   * makes through models and repositories, or through `currentKysely(database.db)`, run on
+   * that connection, one at a time, and `transaction()` begins on it. For a unit of work
+   * that makes several queries in a row (a request that reads a row and its relations) it
+   * waits for a connection once instead of once per query, which bounds its latency when
+   * the pool is busy. Inside a transaction or another scope of this database, it runs there.
+   * The deadline and signal cover the wait for the connection (a `PoolTimeoutError` past it).
+   *
+   * As in a transaction: a query made on `database.db` itself inside the scope takes a
+   * second connection (with every connection held by such scopes, it waits until its
+   * deadline); and a query made while a stream of the scope is being read waits for the
+   * stream to end.
    */
-  withConnection<T>(work: (db: Kysely<DB>) => Promise<T>, options?: DeadlineOptions): Promise<T>;
+  withConnection<T>(work: () => Promise<T>, options?: DeadlineOptions): Promise<T>;
   stats(): PoolStats;
   /** Closes the pool and the driver: no socket or timer is left. */
   close(): Promise<void>;
@@ -318,10 +323,10 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     });
   };
 
-  const withConnection = <T>(work: (scoped: Kysely<DB>) => Promise<T>, scopeOptions: DeadlineOptions = {}): Promise<T> => {
+  const withConnection = <T>(work: () => Promise<T>, scopeOptions: DeadlineOptions = {}): Promise<T> => {
     const open = openTransactionOf(db);
     return withDeadline(scopeOptions, async () => {
-      if (open !== undefined) return work(open.trx as Kysely<DB>);
+      if (open !== undefined) return work();
       return db.connection().execute((scoped) =>
         openTransactions.run(
           {
@@ -330,10 +335,11 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
             trx: scoped,
             depth: 0,
             outer: openTransactions.getStore(),
+            // Unused by a connection scope (no savepoints are made in it): the shape of a transaction's.
             nestedTail: Promise.resolve(),
             root: { failure: undefined },
           },
-          () => work(scoped),
+          () => work(),
         ),
       );
     });

@@ -37,6 +37,13 @@ class PooledConnection implements DatabaseConnection {
   #settling: Promise<void> | undefined;
   /** Set once the lease is on its way back to the pool. */
   givenBack = false;
+  /**
+   * A ROLLBACK was skipped because the connection was settling (see rollbackTransaction).
+   * Back in the pool, reset() rolls the transaction back; a connection that stays with its
+   * holder instead (a `withConnection` scope) must roll it back before its next statement,
+   * or that statement would run in, and commit, the failed transaction's work.
+   */
+  rollbackPending = false;
 
   constructor(lease: Lease<DriverConnection>, deadline: DeadlineSource) {
     this.lease = lease;
@@ -55,6 +62,16 @@ class PooledConnection implements DatabaseConnection {
     void settling.then(() => {
       if (this.#settling === settling) this.#settling = undefined;
     });
+  }
+
+  /** Makes the connection ready for a statement: settled, and any skipped rollback done. */
+  async #ready(signal: CancelSignal | undefined): Promise<void> {
+    if (this.#settling !== undefined) await this.#settled(signal);
+    if (this.rollbackPending) {
+      this.rollbackPending = false;
+      // Bounded by the driver; a failure leaves the connection in doubt (destroyed on release).
+      await this.lease.resource.reset();
+    }
   }
 
   /** Waits until the connection has settled, unless `signal` aborts first. */
@@ -79,7 +96,7 @@ class PooledConnection implements DatabaseConnection {
     const statement = statementSignal(this.#deadline(), options?.signal);
     try {
       // A statement after one given up on (a ROLLBACK TO SAVEPOINT) runs once the server let go.
-      if (this.#settling !== undefined) await this.#settled(statement.signal);
+      await this.#ready(statement.signal);
       const running = this.lease.resource.run<R>(compiledQuery.sql, compiledQuery.parameters, { signal: statement.signal });
       if (statement.signal === undefined) return toQueryResult(await running);
       const outcome = await this.#untilAborted(running, statement.signal);
@@ -145,7 +162,7 @@ class PooledConnection implements DatabaseConnection {
     let chunks: AsyncIterableIterator<R[]> | undefined;
     let finished = false;
     try {
-      if (this.#settling !== undefined) await this.#settled(statement.signal);
+      await this.#ready(statement.signal);
       chunks = connection.stream<R>(compiledQuery.sql, compiledQuery.parameters, { chunkSize, signal: statement.signal });
       for (;;) {
         let next: IteratorResult<R[]>;
@@ -291,9 +308,14 @@ export class PoolKyselyDriver implements KyselyDriver {
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     const pooled = connection as PooledConnection;
     // The server rolls back a closed connection's transaction; a connection still settling
-    // a cancelled statement is rolled back by reset() once it has, before it goes back to
-    // the pool, so the caller does not wait for the server.
-    if (pooled.lease.resource.broken || pooled.settling !== undefined) return;
+    // a cancelled statement is rolled back by reset() once it has: before it goes back to
+    // the pool, or before its next statement (rollbackPending), so the caller does not wait
+    // for the server.
+    if (pooled.lease.resource.broken) return;
+    if (pooled.settling !== undefined) {
+      pooled.rollbackPending = true;
+      return;
+    }
     // After a deadline or an abort the rollback must still run: outside the deadline.
     await withoutDeadline(() => this.#run(connection, 'ROLLBACK'));
   }

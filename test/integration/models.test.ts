@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, test } from 'vitest';
-import { QueryTimeoutError } from '../../src/drivers/errors.js';
+import { ConnectionLostError, QueryTimeoutError } from '../../src/drivers/errors.js';
 import { connect, currentKysely, type Database } from '../../src/orm/connect.js';
 import { ModelNotFoundError, models, type Repository } from '../../src/orm/model/index.js';
 import { clearTables, Comment, createSchema, type DB, type Dialect, dropSchema, Post, Tag, User } from '../support/models-schema.js';
@@ -309,7 +309,7 @@ for (const { dialect, url, skip } of suites) {
         expect(loaded[0]!.posts[0]!.comments).toHaveLength(2);
 
         acquires = 0;
-        await database.withConnection(async (scoped) => {
+        await database.withConnection(async () => {
           await database.transaction(async () => {
             await users.insert({ name: 'Kept', email: 'kept@example.com', age: 1, bio: null });
             // A nested call is a savepoint of the transaction on this connection.
@@ -322,14 +322,35 @@ for (const { dialect, url, skip } of suites) {
               throw new Error('outer');
             }),
           ).rejects.toThrow('outer');
-          // The scope's own Kysely, and a nested scope, are that same connection.
-          await database.withConnection(() => sql`SELECT 1`.execute(scoped));
+          // currentKysely, and a nested scope, are that same connection.
+          await database.withConnection(() => sql`SELECT 1`.execute(currentKysely(database.db)));
+          // A transaction that fails by its deadline leaves nothing open on the scope's
+          // connection: what follows neither joins it nor commits its work.
+          await expect(
+            database.transaction(
+              async () => {
+                await users.insert({ name: 'TimedOut', email: 'timed-out@example.com', age: 1, bio: null });
+                await users.selectFrom().where(SLOW[dialect]).execute();
+              },
+              { timeoutMs: 200 },
+            ),
+          ).rejects.toBeInstanceOf(QueryTimeoutError);
+          if (dialect === 'sqlite') {
+            // SQLite stops the statement by ending its worker thread, and the transaction
+            // (rolled back by SQLite) with it: the scope's session is lost, as a server
+            // connection killed under a scope would be.
+            await expect(users.insert({ name: 'After', email: 'after@example.com', age: 1, bio: null })).rejects.toBeInstanceOf(ConnectionLostError);
+            return;
+          }
+          await database.transaction(() => users.insert({ name: 'After', email: 'after@example.com', age: 1, bio: null }));
+          await users.insert({ name: 'Plain', email: 'plain@example.com', age: 1, bio: null });
         });
         expect(acquires).toBe(1);
         const names = (await users.query().execute()).map((user) => user.name);
-        expect(names).toContain('Kept');
+        expect(names).toEqual(expect.arrayContaining(dialect === 'sqlite' ? ['Kept'] : ['Kept', 'After', 'Plain']));
         expect(names).not.toContain('Undone');
         expect(names).not.toContain('RolledBack');
+        expect(names).not.toContain('TimedOut');
 
         // Its deadline covers its queries; the connection goes back afterwards.
         const error = await database
