@@ -1,12 +1,7 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  type Migration,
-  type MigrationProvider,
-  type MigrationResult,
-  type MigrationResultSet,
-  Migrator,
-} from 'kysely';
+import * as kysely from 'kysely';
+import type { Migration, MigrationProvider, MigrationResult, MigrationResultSet, Migrator } from 'kysely';
 import { SluiceError } from '../../errors.js';
 import { checkMilliseconds } from '../../pool/options.js';
 import type { Database } from '../connect.js';
@@ -61,7 +56,7 @@ export async function migrate(
 ): Promise<MigrationRun> {
   const lockTimeoutMs = checkMilliseconds('lockTimeoutMs', options.lockTimeoutMs, DEFAULT_LOCK_TIMEOUT_MS, { allowInfinity: true });
   const timings = new Map<string, number>();
-  const migrator = migratorFor(database, options, timings);
+  const migrator = await migratorFor(database, options, timings);
   const target = options.target ?? 'latest';
   let waited = false;
   const onWait = (): void => {
@@ -97,7 +92,7 @@ export const migrateDown = (database: MigratableDatabase, options: MigrationOpti
 
 /** Every migration, in order, with when it was applied (`undefined`: pending). Takes no lock. */
 export async function migrationStatus(database: MigratableDatabase, options: MigrationOptions): Promise<readonly MigrationState[]> {
-  const migrator = migratorFor(database, options, new Map());
+  const migrator = await migratorFor(database, options, new Map());
   return withDeadline({ signal: options.signal }, async () => {
     try {
       const migrations = await migrator.getMigrations();
@@ -123,11 +118,29 @@ function isBusy(error: unknown): boolean {
   return error instanceof SluiceError && error.code === 'BUSY';
 }
 
-function migratorFor(database: MigratableDatabase, options: MigrationOptions, timings: Map<string, number>): Migrator {
+/**
+ * Kysely's `Migrator` class: exported by `kysely` up to 0.28, by `kysely/migration` from
+ * 0.29 on (whose `kysely` no longer has it). Looked up at run time, so that importing sluice
+ * works with either.
+ */
+let migratorClass: Promise<typeof Migrator> | undefined;
+function loadMigrator(): Promise<typeof Migrator> {
+  migratorClass ??= (async () => {
+    const fromRoot = (kysely as Record<string, unknown>)['Migrator'];
+    if (typeof fromRoot === 'function') return fromRoot as typeof Migrator;
+    // A variable, so that TypeScript (typed against 0.28, which has no such subpath) does not resolve it.
+    const subpath = 'kysely/migration';
+    return ((await import(subpath)) as { readonly Migrator: typeof Migrator }).Migrator;
+  })();
+  return migratorClass;
+}
+
+async function migratorFor(database: MigratableDatabase, options: MigrationOptions, timings: Map<string, number>): Promise<Migrator> {
   const source: MigrationProvider =
     options.provider ??
     new FolderMigrationProvider(path.resolve(checkFolder(options.folder)));
-  return new Migrator({
+  const MigratorClass = await loadMigrator();
+  return new MigratorClass({
     db: database.db,
     provider: timed(source, options.onEvent, timings),
     ...(options.migrationTableName !== undefined ? { migrationTableName: options.migrationTableName } : {}),
