@@ -3,9 +3,10 @@ import { InvalidOptionError } from '../errors.js';
 import { TransactionRolledBackError } from '../drivers/errors.js';
 import type { Driver, DriverConnection } from '../drivers/driver.js';
 import { createPool, type Pool, type PoolOptions, type PoolStats } from '../pool/index.js';
-import { checkMilliseconds } from '../pool/options.js';
+import { checkMilliseconds, DEFAULT_ACQUIRE_TIMEOUT_MS } from '../pool/options.js';
 import { type DeadlineOptions, withDeadline, withoutDeadline } from './deadline-scope.js';
-import { checkSqliteTransaction } from './kysely-driver.js';
+import { checkSqliteTransaction, PoolKyselyDriver } from './kysely-driver.js';
+import type { TransactionPin } from './pinned-transaction.js';
 import { SluiceDialect } from './sluice-dialect.js';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { resolve as resolvePath } from 'node:path';
@@ -291,8 +292,9 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     },
     isFatalError: (error) => driver.isFatal(error),
   });
+  const kyselyDriver = new PoolKyselyDriver(pool, driver, statementTimeoutMs);
   const db = new Kysely<DB>({
-    dialect: new SluiceDialect(pool, driver, statementTimeoutMs),
+    dialect: new SluiceDialect(driver, kyselyDriver),
     ...(options.log !== undefined ? { log: options.log } : {}),
   });
 
@@ -345,7 +347,7 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     });
   };
 
-  return {
+  const database: Database<DB> = {
     dialect,
     location: locationOf(target),
     db,
@@ -360,6 +362,27 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
       await driver.close();
     },
   };
+  pinners.set(database, (): Promise<TransactionPin> =>
+    kyselyDriver.pinTransaction({
+      insideScope: () => openTransactionOf(db) !== undefined,
+      waitTimeoutMs: poolOptions?.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS,
+    }),
+  );
+  return database;
+}
+
+/** How to pin a transaction on each database connect() made (see pinTransaction). */
+const pinners = new WeakMap<object, () => Promise<TransactionPin>>();
+
+/**
+ * Opens a transaction on one connection of `database` that every query made through it
+ * then runs in, from any caller, until `end()` rolls it back: the per-test transaction of
+ * `sluice/testing` (see pinned-transaction.ts for how the database behaves meanwhile).
+ */
+export function pinTransaction<DB>(database: Database<DB>): Promise<TransactionPin> {
+  const pin = pinners.get(database);
+  if (pin === undefined) throw new InvalidOptionError('database', 'not a database made by connect().');
+  return pin();
 }
 
 async function savepoint<DB, T>(open: OpenTransaction, work: (trx: Transaction<DB>) => Promise<T>): Promise<T> {

@@ -12,9 +12,8 @@ import {
   SqliteIntrospector,
   SqliteQueryCompiler,
 } from 'kysely';
-import type { Driver, DriverConnection } from '../drivers/driver.js';
-import type { Pool } from '../pool/index.js';
-import { PoolKyselyDriver } from './kysely-driver.js';
+import type { Driver } from '../drivers/driver.js';
+import type { PoolKyselyDriver } from './kysely-driver.js';
 // Kysely's adapters, with a migration lock that holds across processes (see migration-lock.ts).
 import { MysqlMigrationAdapter, PostgresMigrationAdapter, SqliteMigrationAdapter } from './migrate/migration-lock.js';
 
@@ -35,19 +34,17 @@ class SqliteWorkersAdapter extends SqliteMigrationAdapter {
  * own PostgreSQL, MySQL or SQLite compiler, and every query gets sluice's deadlines.
  */
 export class SluiceDialect implements Dialect {
-  readonly #pool: Pool<DriverConnection>;
   readonly #driver: Driver;
-  readonly #statementTimeoutMs: number;
+  readonly #kyselyDriver: PoolKyselyDriver;
 
-  /** `statementTimeoutMs`: the deadline of a statement run outside any `withDeadline` scope. */
-  constructor(pool: Pool<DriverConnection>, driver: Driver, statementTimeoutMs = Infinity) {
-    this.#pool = pool;
+  /** `kyselyDriver`: the one driver of the Kysely instance, made by connect(), which also pins transactions on it. */
+  constructor(driver: Driver, kyselyDriver: PoolKyselyDriver) {
     this.#driver = driver;
-    this.#statementTimeoutMs = statementTimeoutMs;
+    this.#kyselyDriver = kyselyDriver;
   }
 
   createDriver(): KyselyDriver {
-    return new PoolKyselyDriver(this.#pool, this.#driver, this.#statementTimeoutMs);
+    return this.#kyselyDriver;
   }
 
   createQueryCompiler(): QueryCompiler {

@@ -134,6 +134,8 @@ export interface ResolvedPoolOptions<R> {
 }
 
 const SECOND = 1_000;
+/** `acquireTimeoutMs` when not set. */
+export const DEFAULT_ACQUIRE_TIMEOUT_MS = 30 * SECOND;
 const MINUTE = 60 * SECOND;
 
 function isMarkedPermanent(error: unknown): boolean {
@@ -220,7 +222,7 @@ export function resolvePoolOptions<R>(options: PoolOptions<R>): ResolvedPoolOpti
 
   const maxWaiting =
     options.maxWaiting === Infinity ? Infinity : integerAtLeast('maxWaiting', options.maxWaiting, Infinity, 0);
-  const acquireTimeoutMs = checkMilliseconds('acquireTimeoutMs', options.acquireTimeoutMs, 30 * SECOND, { allowInfinity: true });
+  const acquireTimeoutMs = checkMilliseconds('acquireTimeoutMs', options.acquireTimeoutMs, DEFAULT_ACQUIRE_TIMEOUT_MS, { allowInfinity: true });
   const idleTimeoutMs = checkMilliseconds('idleTimeoutMs', options.idleTimeoutMs, 10 * MINUTE);
   const maxLifetimeMs = checkMilliseconds('maxLifetimeMs', options.maxLifetimeMs, 30 * MINUTE);
   const maxLifetimeJitterMs = checkMilliseconds(

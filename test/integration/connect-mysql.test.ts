@@ -1,10 +1,11 @@
 import { sql } from 'kysely';
 import mysql from 'mysql2/promise';
-import { afterAll, beforeAll, describe, expect, inject, test, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { testServerUrl } from 'sluice/testing/vitest';
 import { QueryTimeoutError } from '../../src/drivers/errors.js';
 import { connect, type Database } from '../../src/orm/connect.js';
 
-const url = inject('backends').mysql;
+const url = testServerUrl('mysql') ?? '';
 
 interface DB {
   sluice_connect_mysql_person: { id: number; name: string };

@@ -1,10 +1,11 @@
 import { sql } from 'kysely';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, test, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { testServerUrl } from 'sluice/testing/vitest';
 import { QueryTimeoutError, TransactionRolledBackError } from '../../src/drivers/errors.js';
 import { connect, type Database } from '../../src/orm/connect.js';
 
-const url = inject('backends').postgres;
+const url = testServerUrl('postgres') ?? '';
 
 interface DB {
   sluice_connect_person: { id: number; name: string };

@@ -16,6 +16,22 @@ export function targetOf(serverUrl: string, defaultPort: number): { host: string
   return { host, port: parsed.port === '' ? defaultPort : Number(parsed.port) };
 }
 
+/** True when something accepts TCP connections on host:port within `timeoutMs`. */
+export function isListening(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.connect(port, host);
+  });
+}
+
 /** `serverUrl` with its host and port swapped for the proxy's (and, optionally, a password). */
 export function viaProxy(serverUrl: string, proxy: TcpProxy, password?: string): string {
   const parsed = new URL(serverUrl);

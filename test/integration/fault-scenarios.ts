@@ -11,9 +11,9 @@ import { afterEach, expect } from 'vitest';
 import { ConnectionError, ConnectionLostError } from '../../src/drivers/errors.js';
 import { connect, type Database } from '../../src/orm/connect.js';
 import { PoolTimeoutError } from '../../src/pool/errors.js';
-import { isListening } from './backends.js';
 import {
   eventually,
+  isListening,
   liveSocketsTo,
   outcomeOf,
   recordDestroys,

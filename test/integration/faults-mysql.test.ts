@@ -8,7 +8,8 @@
  */
 import { type RawBuilder, sql } from 'kysely';
 import mysql from 'mysql2/promise';
-import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { testServerUrl } from 'sluice/testing/vitest';
 import type { DriverConnection } from '../../src/drivers/driver.js';
 import { QueryTimeoutError } from '../../src/drivers/errors.js';
 import { MysqlDriver } from '../../src/drivers/mysql/mysql-driver.js';
@@ -18,7 +19,7 @@ import { eventually, liveSocketsTo, outcomeOf, recordDestroys, settledWithin } f
 import { type DB, type ExtraConnections, faultScenarios, type FaultBackend, markerFor, type ServerThread } from './fault-scenarios.js';
 import type { TcpProxy } from './tcp-proxy.js';
 
-const url = inject('backends').mysql;
+const url = testServerUrl('mysql') ?? '';
 
 /**
  * How long a cancel waits for the server before giving up on the connection. Short, so that

@@ -6,14 +6,15 @@
  */
 import { type RawBuilder, sql } from 'kysely';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { testServerUrl } from 'sluice/testing/vitest';
 import type { DriverConnection } from '../../src/drivers/driver.js';
 import { QueryTimeoutError } from '../../src/drivers/errors.js';
 import { PostgresDriver } from '../../src/drivers/postgres/postgres-driver.js';
 import { eventually, recordDestroys, settledWithin } from './fault-helpers.js';
 import { faultScenarios, type FaultBackend, type ServerThread } from './fault-scenarios.js';
 
-const url = inject('backends').postgres;
+const url = testServerUrl('postgres') ?? '';
 
 /** A comment that marks a statement, to find it in pg_stat_activity. */
 const marked = (marker?: string): RawBuilder<unknown> => sql.raw(marker === undefined ? '' : ` /* ${marker} */`);

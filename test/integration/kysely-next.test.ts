@@ -8,7 +8,8 @@
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { openTestDatabase, skipReason } from 'sluice/testing/vitest';
 import { runNode } from '../support/run-node.js';
 
 const ROOT = join(import.meta.dirname, '../..');
@@ -49,12 +50,11 @@ describe('sluice on Kysely 0.29', () => {
     expect(seen.error).toBeUndefined();
   });
 
-  const postgres = inject('backends').postgres;
-  test.skipIf(postgres === '')('PostgreSQL: the same, the signal cancelling pg_sleep on the server', async () => {
-    // A database of its own: the check creates plain `owners` and `pets` tables.
-    const { freshDatabaseUrl } = await import('../support/service-harness.js');
-    const url = await freshDatabaseUrl('postgres', postgres, 'sluice_kysely_next_test');
-    const seen = await check(url);
+  test.skipIf(skipReason('postgres') !== undefined)('PostgreSQL: the same, the signal cancelling pg_sleep on the server', async ({ onTestFinished }) => {
+    // An empty database of its own: the check runs its own migrations and creates plain `owners` and `pets` tables.
+    const testDatabase = await openTestDatabase('postgres', { empty: true });
+    onTestFinished(() => testDatabase.drop());
+    const seen = await check(testDatabase.url);
     expect(seen).toMatchObject({ ...expected, afterwards: 2, stoppedOnServer: true });
     expect(seen.error).toBeUndefined();
   });

@@ -1,7 +1,8 @@
-import { describe, inject } from 'vitest';
+import { describe } from 'vitest';
+import { testServerUrl } from 'sluice/testing/vitest';
 import { migrationScenarios } from './migration-scenarios.js';
 
-const url = inject('backends').mysql;
+const url = testServerUrl('mysql') ?? '';
 
 describe.skipIf(url === '')('migrations over MySQL/MariaDB (real server)', () => {
   migrationScenarios({ url: async () => url, transactionalDdl: false });

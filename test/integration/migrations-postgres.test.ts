@@ -1,7 +1,8 @@
-import { describe, inject } from 'vitest';
+import { describe } from 'vitest';
+import { testServerUrl } from 'sluice/testing/vitest';
 import { migrationScenarios } from './migration-scenarios.js';
 
-const url = inject('backends').postgres;
+const url = testServerUrl('postgres') ?? '';
 
 describe.skipIf(url === '')('migrations over PostgreSQL (real server)', () => {
   migrationScenarios({

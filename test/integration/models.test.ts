@@ -1,16 +1,11 @@
 import { type RawBuilder, sql } from 'kysely';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, test } from 'vitest';
+import { openTestDatabase, skipReason } from 'sluice/testing/vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { ConnectionLostError, QueryTimeoutError } from '../../src/drivers/errors.js';
-import { connect, currentKysely, type Database } from '../../src/orm/connect.js';
+import { currentKysely, type Database } from '../../src/orm/connect.js';
 import { ModelNotFoundError, models, type Repository } from '../../src/orm/model/index.js';
-import { clearTables, Comment, createSchema, type DB, type Dialect, dropSchema, Post, Tag, User } from '../support/models-schema.js';
-
-const backends = inject('backends');
-const sqliteDir = mkdtempSync(join(tmpdir(), 'sluice-models-'));
-afterAll(() => rmSync(sqliteDir, { recursive: true, force: true }));
+import type { TestDatabase } from 'sluice/testing';
+import { clearTables, Comment, type DB, type Dialect, Post, Tag, User } from '../support/models-schema.js';
 
 /** A condition that takes seconds to evaluate, per database, to be cut short by a deadline. */
 const SLOW: Record<Dialect, RawBuilder<boolean>> = {
@@ -23,14 +18,12 @@ const SLOW: Record<Dialect, RawBuilder<boolean>> = {
   sqlite: sql<boolean>`(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000) SELECT count(*) FROM c) > 0`,
 };
 
-const suites: ReadonlyArray<{ readonly dialect: Dialect; readonly url: () => string; readonly skip: boolean }> = [
-  { dialect: 'sqlite', url: () => `sqlite:${join(sqliteDir, 'models.db')}`, skip: false },
-  { dialect: 'postgres', url: () => backends.postgres, skip: backends.postgres === '' },
-  { dialect: 'mysql', url: () => backends.mysql, skip: backends.mysql === '' },
-];
-
-for (const { dialect, url, skip } of suites) {
-  describe.skipIf(skip)(`models over ${dialect} (real database)`, () => {
+for (const dialect of ['sqlite', 'postgres', 'mysql'] as const) {
+  describe.skipIf(skipReason(dialect) !== undefined)(`models over ${dialect} (real database)`, () => {
+    // A database of this describe's own, made by sluice/testing from the run's template (which
+    // holds the models' tables). No per-test transaction: these tests count the pool's acquires
+    // and the statements sent, which a test's transaction would change; tables are emptied instead.
+    let testDatabase: TestDatabase<DB>;
     let database: Database<DB>;
     let users: Repository<typeof User>;
     let posts: Repository<typeof Post>;
@@ -55,7 +48,8 @@ for (const { dialect, url, skip } of suites) {
     };
 
     beforeAll(async () => {
-      database = connect<DB>(url(), { pool: { max: 4 } });
+      testDatabase = await openTestDatabase<DB>(dialect, { pool: { max: 4 } });
+      database = testDatabase.database;
       // Counted where the statement leaves for the server: each connection's run().
       database.pool.on('create', ({ resource }) => {
         const run = resource.run.bind(resource);
@@ -64,13 +58,9 @@ for (const { dialect, url, skip } of suites) {
           return run(text, parameters, options);
         };
       });
-      await createSchema(database, dialect);
       ({ users, posts, comments, tags } = models(database, { users: User, posts: Post, comments: Comment, tags: Tag }));
     });
-    afterAll(async () => {
-      await dropSchema(database);
-      await database.close();
-    });
+    afterAll(() => testDatabase.drop());
     beforeEach(() => clearTables(database));
 
     /** 5 users (the last without posts), 3 posts each, 2 comments per post, tags on posts. */

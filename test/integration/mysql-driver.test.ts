@@ -1,6 +1,7 @@
 import { connect as connectTcp, createServer, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { testServerUrl } from 'sluice/testing/vitest';
 import mysql from 'mysql2/promise';
 import type { DriverConnection } from '../../src/drivers/driver.js';
 import {
@@ -15,7 +16,7 @@ import {
 import { MysqlDriver } from '../../src/drivers/mysql/mysql-driver.js';
 import { runNode } from '../support/run-node.js';
 
-const url = inject('backends').mysql;
+const url = testServerUrl('mysql') ?? '';
 
 /** A connection outside the code under test, to watch the server. */
 let monitor: mysql.Connection;

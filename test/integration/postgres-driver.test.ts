@@ -1,10 +1,11 @@
-import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { testServerUrl } from 'sluice/testing/vitest';
 import pg from 'pg';
 import type { DriverConnection } from '../../src/drivers/driver.js';
 import { ConnectionError, DatabaseError, ForeignKeyViolationError, QueryTimeoutError, UniqueViolationError } from '../../src/drivers/errors.js';
 import { PostgresDriver } from '../../src/drivers/postgres/postgres-driver.js';
 
-const url = inject('backends').postgres;
+const url = testServerUrl('postgres') ?? '';
 
 /** A connection outside the code under test, to watch the server. */
 let monitor: pg.Client;

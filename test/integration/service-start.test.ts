@@ -8,8 +8,8 @@ import { type AddressInfo, createServer } from 'node:net';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, inject, test } from 'vitest';
-import { freshDatabaseUrl } from '../support/service-harness.js';
+import { afterAll, describe, expect, test } from 'vitest';
+import { openTestDatabase, skipReason } from 'sluice/testing/vitest';
 
 const ROOT = join(import.meta.dirname, '../..');
 const ENTRY = join(ROOT, 'examples/service/src/main.ts');
@@ -107,15 +107,17 @@ describe('npm start: the example service as a process', () => {
     }
   });
 
-  const postgres = inject('backends').postgres;
-  test.skipIf(postgres === '')('DATABASE_URL switches it to PostgreSQL with no code change, and its password is never printed', async () => {
-    const url = new URL(await freshDatabaseUrl('postgres', postgres, 'sluice_service_start_test'));
+  test.skipIf(skipReason('postgres') !== undefined)('DATABASE_URL switches it to PostgreSQL with no code change, and its password is never printed', async ({ onTestFinished }) => {
+    // An empty database of its own: the service migrates it at start.
+    const testDatabase = await openTestDatabase('postgres', { empty: true });
+    onTestFinished(() => testDatabase.drop());
+    const url = new URL(testDatabase.url);
     // This server trusts local connections, so any password is accepted, and must not be shown.
     url.password = 'pa55-w0rd-not-for-logs';
     // A time zone far from the server's (UTC here): times must not shift by it.
     const service = await start({ DATABASE_URL: url.toString(), TZ: 'America/New_York' });
     try {
-      expect(service.output()).toMatch(/database: PostgreSQL [^\s]+:\d+\/sluice_service_start_test/);
+      expect(service.output()).toMatch(/database: PostgreSQL [^\s]+:\d+\/sluice_t\w+/);
       const created = await fetch(`${service.baseUrl}/authors`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },

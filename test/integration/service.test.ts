@@ -8,7 +8,8 @@ import { sql } from 'kysely';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, test } from 'vitest';
+import { openTestDatabase, skipReason } from 'sluice/testing/vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import {
   ConnectionLostError,
   type Database,
@@ -20,17 +21,12 @@ import {
 } from '../../src/index.js';
 import { ClientGoneError } from '../../examples/service/src/plugins/request-deadline.js';
 import type { DB } from '../../examples/service/src/schema.js';
-import { clearServiceTables, freshDatabaseUrl, type RunningService, type ServiceDialect, startService } from '../support/service-harness.js';
+import { clearServiceTables, type RunningService, type ServiceDialect, startService } from '../support/service-harness.js';
 
-const backends = inject('backends');
 const sqliteDir = mkdtempSync(join(tmpdir(), 'sluice-service-'));
 afterAll(() => rmSync(sqliteDir, { recursive: true, force: true }));
 
-const suites: ReadonlyArray<{ readonly dialect: ServiceDialect; readonly server: () => string; readonly skip: boolean }> = [
-  { dialect: 'sqlite', server: () => `sqlite:${join(sqliteDir, 'service.db')}`, skip: false },
-  { dialect: 'postgres', server: () => backends.postgres, skip: backends.postgres === '' },
-  { dialect: 'mysql', server: () => backends.mysql, skip: backends.mysql === '' },
-];
+const dialects: readonly ServiceDialect[] = ['sqlite', 'postgres', 'mysql'];
 
 /** Polls `check` until it holds; fails with `what` after `guardMs` (a guard against a hang, not a timing assertion). */
 async function eventually(what: string, check: () => Promise<boolean> | boolean, guardMs = 15_000): Promise<void> {
@@ -94,17 +90,23 @@ function holdPostLock(database: Database<DB>, postId: number): { readonly locked
   };
 }
 
-for (const { dialect, server, skip } of suites) {
-  describe.skipIf(skip)(`example service over ${dialect} (real HTTP, real database)`, () => {
+for (const dialect of dialects) {
+  describe.skipIf(skipReason(dialect) !== undefined)(`example service over ${dialect} (real HTTP, real database)`, () => {
     let url: string;
     let service: RunningService;
+    let drop: () => Promise<void>;
 
     beforeAll(async () => {
-      url = await freshDatabaseUrl(dialect, server(), 'sluice_service_test');
+      // A database of its own from sluice/testing, already migrated (the run's template
+      // holds the service's schema); the service's boot migrations find nothing to do.
+      // No per-test transaction: requests run on several connections and hold locks
+      // against each other; tables are emptied between tests instead.
+      ({ url, drop } = await openTestDatabase<DB>(dialect));
       service = await startService(url);
     });
     afterAll(async () => {
       await service?.close();
+      await drop?.();
     });
     beforeEach(() => clearServiceTables(service.database));
 

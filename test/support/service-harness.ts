@@ -3,7 +3,6 @@
  * on a free port on 127.0.0.1, and calls it over real HTTP.
  */
 import type { FastifyInstance } from 'fastify';
-import { sql } from 'kysely';
 import { connect, type ConnectPoolOptions, type Database, type SqliteConnectOptions } from '../../src/index.js';
 import { migrate } from '../../src/orm/migrate/migrate.js';
 import { buildApp } from '../../examples/service/src/app.js';
@@ -12,30 +11,6 @@ import { migrationProvider } from '../../examples/service/src/migrations.js';
 import type { DB } from '../../examples/service/src/schema.js';
 
 export type ServiceDialect = Database<DB>['dialect'];
-
-/**
- * A database of its own for the service's tests, created empty: PostgreSQL and MySQL get a
- * database named `name` next to the one `serverUrl` names (the service's tables and its
- * migration table must not meet other test files' tables); SQLite a file named by the URL.
- */
-export async function freshDatabaseUrl(dialect: ServiceDialect, serverUrl: string, name: string): Promise<string> {
-  if (dialect === 'sqlite') return serverUrl;
-  const admin = connect<unknown>(serverUrl, { pool: { max: 1 } });
-  try {
-    if (dialect === 'postgres') {
-      await sql`DROP DATABASE IF EXISTS ${sql.id(name)} WITH (FORCE)`.execute(admin.db);
-      await sql`CREATE DATABASE ${sql.id(name)}`.execute(admin.db);
-    } else {
-      await sql`DROP DATABASE IF EXISTS ${sql.id(name)}`.execute(admin.db);
-      await sql`CREATE DATABASE ${sql.id(name)}`.execute(admin.db);
-    }
-  } finally {
-    await admin.close();
-  }
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
 
 export interface ServiceOptions {
   readonly pool?: ConnectPoolOptions;
