@@ -36,11 +36,12 @@ export interface PinOptions {
 /** What became of a pinned transaction at its end. */
 export interface PinOutcome {
   /**
-   * True when it was rolled back whole. False when it was no longer open: the connection
-   * was lost (the server rolled it back), or MySQL committed it (DDL commits implicitly).
+   * True when nothing of it was committed: rolled back at the end, or by the server when
+   * its connection was lost. False when MySQL committed it (DDL commits implicitly) or the
+   * ROLLBACK failed on a live connection.
    */
   readonly rolledBack: boolean;
-  /** Why it was not, when it was not. */
+  /** Why it was not, or how it was (the connection lost). */
   readonly reason?: string;
 }
 
@@ -67,7 +68,7 @@ export class TransactionPin {
   #savepoints = 0;
   /** Set when the transaction can no longer be trusted to be open: the connection broke, an undo failed. */
   #lost: unknown;
-  #ended = false;
+  #ended: Promise<PinOutcome> | undefined;
 
   private constructor(pooled: PooledConnection, options: PinOptions) {
     this.#pooled = pooled;
@@ -244,9 +245,12 @@ export class TransactionPin {
    * Callers still waiting for the connection fail; a query made afterwards through the
    * database runs on the pool again.
    */
-  async end(): Promise<PinOutcome> {
-    if (this.#ended) return { rolledBack: false, reason: 'it had already ended' };
-    this.#ended = true;
+  end(): Promise<PinOutcome> {
+    this.#ended ??= this.#end();
+    return this.#ended;
+  }
+
+  async #end(): Promise<PinOutcome> {
     this.#options.onEnd();
     const ended = new SluiceError('TEST_TRANSACTION_ENDED', "The test's transaction ended while this caller waited for its connection.");
     for (const waiter of this.#waiters.splice(0)) waiter(ended);
@@ -254,7 +258,8 @@ export class TransactionPin {
     const lease = this.#pooled.lease;
     let outcome: PinOutcome;
     if (this.#lost !== undefined || lease.resource.broken) {
-      outcome = { rolledBack: false, reason: 'its connection was lost during the test (the server rolled back what was not committed)' };
+      // A server rolls back the open transaction of a connection it lost.
+      outcome = { rolledBack: true, reason: 'its connection was lost during the test: the server rolled it back' };
     } else {
       try {
         outcome = await withoutDeadline(async () => {
@@ -269,7 +274,9 @@ export class TransactionPin {
           return { rolledBack: true };
         });
       } catch (error) {
-        outcome = { rolledBack: false, reason: `its ROLLBACK failed (${error instanceof SluiceError ? error.code : 'error'})` };
+        outcome = lease.resource.broken
+          ? { rolledBack: true, reason: 'its connection was lost at the end of the test: the server rolled it back' }
+          : { rolledBack: false, reason: `its ROLLBACK failed (${error instanceof SluiceError ? error.code : 'error'})` };
       }
     }
     // Back to the pool clean (reset() rolls back anything left), or destroyed.
@@ -283,7 +290,7 @@ export class TransactionPin {
   }
 
   #checkUsable(): void {
-    if (this.#ended) {
+    if (this.#ended !== undefined) {
       throw new SluiceError(
         'TEST_TRANSACTION_ENDED',
         "The test's transaction has ended: this query was made after its test finished (a query not awaited by the test?).",

@@ -29,7 +29,8 @@ export const SERVER_DEFAULTS: { readonly [B in ServerBackend]: Required<ServerSe
   redis: { env: 'SLUICE_REDIS_URL', local: 'redis://127.0.0.1:6379', image: 'redis:7-alpine' },
 };
 
-const NAMES: { readonly [B in ServerBackend]: string } = { postgres: 'PostgreSQL', mysql: 'MySQL/MariaDB', redis: 'Redis' };
+/** How the kit names each server in what it prints. */
+export const SERVER_NAMES: { readonly [B in ServerBackend]: string } = { postgres: 'PostgreSQL', mysql: 'MySQL/MariaDB', redis: 'Redis' };
 
 export type ServerSource = 'env' | 'local' | 'testcontainers';
 
@@ -67,7 +68,7 @@ export async function findServer(backend: ServerBackend, options: FindServerOpti
   const settings = { ...SERVER_DEFAULTS[backend], ...options.settings };
   const env = options.env ?? process.env;
   const timeoutMs = options.probeTimeoutMs ?? 3_000;
-  const name = NAMES[backend];
+  const name = SERVER_NAMES[backend];
   const found = (url: string, source: ServerSource, stop: () => Promise<void> = async () => {}): ResolvedServer => ({
     backend,
     url,

@@ -10,7 +10,7 @@ import { NoTestServerError } from './errors.js';
 import { type MysqlTemplate, dropMysqlRun, prepareMysqlTemplate } from './mysql-template.js';
 import { newRunId } from './names.js';
 import { type PostgresTemplate, dropPostgresRun, preparePostgresTemplate } from './postgres-template.js';
-import { findServer, type ResolvedServer, type ServerBackend, type ServerSettings } from './servers.js';
+import { findServer, type ResolvedServer, SERVER_DEFAULTS, SERVER_NAMES, type ServerBackend, type ServerSettings } from './servers.js';
 import { type SqliteTemplate, dropSqliteRun, prepareSqliteTemplate } from './sqlite-template.js';
 
 export type SqlBackend = 'postgres' | 'mysql' | 'sqlite';
@@ -62,6 +62,25 @@ export interface TestRun {
   readonly plan: TestRunPlan;
   /** Drops the run's databases and stops the containers it started. */
   teardown(): Promise<void>;
+}
+
+/**
+ * One line for every backend found nowhere: `[sluice/testing] no server for PostgreSQL
+ * (SLUICE_PG_URL is not set; nothing usable at 127.0.0.1:5432/test (ECONNREFUSED)), Redis
+ * (...); testcontainers: no Docker engine answers. Set ..., ...`.
+ */
+function summarize(missing: readonly NoTestServerError[], servers: TestRunOptions['servers']): string {
+  const containerReasons = new Set(missing.map((error) => error.reasons.find((reason) => reason.startsWith('testcontainers:'))));
+  const shared = containerReasons.size === 1 ? [...containerReasons][0] : undefined;
+  const parts = missing.map((error) => {
+    const reasons = shared === undefined ? error.reasons : error.reasons.filter((reason) => reason !== shared);
+    return `${SERVER_NAMES[error.backend as ServerBackend]} (${reasons.join('; ')})`;
+  });
+  const variables = missing.map((error) => servers?.[error.backend as ServerBackend]?.env ?? SERVER_DEFAULTS[error.backend as ServerBackend].env);
+  return (
+    `[sluice/testing] no server for ${parts.join(', ')}${shared === undefined ? '' : `; ${shared}`}. ` +
+    `Set ${variables.join(' / ')}, start the servers (docker compose up -d), or start a Docker engine.`
+  );
 }
 
 const defaultLog = (line: string, level: 'info' | 'warn'): void => (level === 'warn' ? console.warn(line) : console.log(line));
@@ -116,12 +135,11 @@ export async function startTestRun<DB = unknown>(options: TestRunOptions<DB>): P
     );
     for (const { server } of found) if (server !== undefined) servers.push(server);
     const missing = found.flatMap(({ error }) => (error === undefined ? [] : [error]));
-    if (missing.length > 0 && failOnMissing) {
-      throw missing.length === 1 ? missing[0] : new AggregateError(missing, missing.map((error) => error.message).join('\n'));
-    }
-    for (const error of missing) {
-      log(`${error.message} Its tests are SKIPPED (with CI=true they fail the run).`, 'warn');
-      backends[error.backend as ServerBackend] = { available: false, reason: error.message };
+    if (missing.length > 0) {
+      const summary = summarize(missing, options.servers);
+      if (failOnMissing) throw new NoTestServerError(missing.map((error) => error.backend).join(','), `${summary} With CI=true this fails the run.`, missing.flatMap((error) => error.reasons));
+      log(`${summary} Their tests are SKIPPED (with CI=true they fail the run).`, 'warn');
+      for (const error of missing) backends[error.backend as ServerBackend] = { available: false, reason: error.message };
     }
 
     for (const { backend, server } of found) {

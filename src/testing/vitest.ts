@@ -132,7 +132,9 @@ type FileDatabase<DB> = { readonly made: TestDatabase<DB> } | { readonly missing
 export function sluiceTest<DB>(backend: SqlBackend, options: SluiceTestOptions = {}): TestAPI<SluiceFixtures<DB>> {
   const transactional = options.transactional ?? true;
   return baseTest
-    .extend('sluiceFileDatabase', { scope: 'file' }, async (_context, { onCleanup }): Promise<FileDatabase<DB>> => {
+    .extend('sluiceFileDatabase', { scope: 'file' }, // vitest reads a fixture's first parameter: it must be a destructuring pattern, even an empty one.
+    // eslint-disable-next-line no-empty-pattern
+    async ({}, { onCleanup }): Promise<FileDatabase<DB>> => {
       const plan = backendPlan(backend);
       if (!plan.available) return { missing: plan.reason };
       const made = await createTestDatabase<DB>(plan.template!, options.connect);
