@@ -1,7 +1,8 @@
 /**
  * PostgreSQL test databases: the run's migrations are applied once, to a template database;
- * each test file gets `CREATE DATABASE ... TEMPLATE`, a file-level copy that costs
- * milliseconds however many migrations made the schema.
+ * each test file gets `CREATE DATABASE ... TEMPLATE`, a copy of the template's files whose
+ * cost does not grow with the number of migrations (it is mostly the server's fsync: a test
+ * server run with `fsync=off` copies faster).
  */
 import { sql } from 'kysely';
 import { DatabaseError } from '../drivers/errors.js';

@@ -3,10 +3,10 @@
  * test file gets a copy of it (a file copy: milliseconds). All of a run's files live in one
  * temporary folder, removed at the end of the run.
  */
-import { copyFile, mkdtemp, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileDatabaseName } from './names.js';
+import { fileDatabaseName, isStale } from './names.js';
 
 export interface SqliteTemplate {
   readonly dialect: 'sqlite';
@@ -45,6 +45,10 @@ export async function dropSqliteDatabase(path: string): Promise<void> {
   await Promise.all(['', '-wal', '-shm'].map((suffix) => rm(`${path}${suffix}`, { force: true })));
 }
 
+/** Removes the run's folder, and other runs' folders older than 6 hours (a run killed before its end). */
 export async function dropSqliteRun(directory: string): Promise<void> {
   await rm(directory, { recursive: true, force: true });
+  const others = await readdir(tmpdir()).catch(() => []);
+  // Folders are named `<run id>-<random>`: the run id is what isStale reads.
+  for (const name of others) if (isStale(`${name.split('-')[0]}_`)) await rm(join(tmpdir(), name), { recursive: true, force: true });
 }
