@@ -2,23 +2,12 @@
  * The example service is built only on sluice's public API: it imports `sluice` by name, as
  * a user's code would, never a file of sluice's own, and nothing outside its own folder.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { expect, test } from 'vitest';
+import { sources, specifiers } from '../support/imports.js';
 
 const ROOT = join(import.meta.dirname, '../../examples/service/src');
-
-function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
-    entry.isDirectory() ? sources(join(dir, entry.name)) : entry.name.endsWith('.ts') ? [join(dir, entry.name)] : [],
-  );
-}
-
-/** Every module specifier of a file: `import ... from`, `export ... from`, `import(...)`, side-effect imports. */
-function specifiers(text: string): string[] {
-  const patterns = [/\bfrom\s+(['"])([^'"]+)\1/g, /\bimport\s*\(\s*(['"])([^'"]+)\1\s*\)/g, /^\s*import\s+(['"])([^'"]+)\1/gm];
-  return patterns.flatMap((pattern) => [...text.matchAll(pattern)].map((match) => match[2]!));
-}
 
 test('examples/service imports sluice only through its package name, and nothing outside its folder', () => {
   const files = sources(ROOT);
