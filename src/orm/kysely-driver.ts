@@ -31,6 +31,7 @@ export class PoolKyselyDriver implements KyselyDriver {
   readonly #deadline: DeadlineSource;
   /** A transaction every query runs in while it is set (a test's: see pinned-transaction.ts). */
   #pin: TransactionPin | undefined;
+  #pinning = false;
 
   constructor(pool: Pool<DriverConnection>, driver: Driver, statementTimeoutMs: number) {
     this.#pool = pool;
@@ -45,20 +46,26 @@ export class PoolKyselyDriver implements KyselyDriver {
 
   /** Opens a transaction on one connection of the pool that every query then runs in, until it ends. */
   async pinTransaction(options: Omit<PinOptions, 'dialect' | 'onEnd'>): Promise<TransactionPin> {
-    if (this.#pin !== undefined) {
+    if (this.#pin !== undefined || this.#pinning) {
       throw new SluiceError(
         'TEST_TRANSACTION_OPEN',
         "A test transaction is already open on this database: tests that share one database and run in transactions run one at a time (not test.concurrent).",
       );
     }
-    const connection = (await this.acquireConnection()) as PooledConnection;
-    let pin: TransactionPin | undefined;
-    const onEnd = (): void => {
-      if (this.#pin === pin) this.#pin = undefined;
-    };
-    pin = await TransactionPin.begin(connection, { ...options, dialect: this.#driver.dialect, onEnd });
-    this.#pin = pin;
-    return pin;
+    // Taken before the first await: two calls at once must not both open one.
+    this.#pinning = true;
+    try {
+      const connection = (await this.acquireConnection()) as PooledConnection;
+      let pin: TransactionPin | undefined;
+      const onEnd = (): void => {
+        if (this.#pin === pin) this.#pin = undefined;
+      };
+      pin = await TransactionPin.begin(connection, { ...options, dialect: this.#driver.dialect, onEnd });
+      this.#pin = pin;
+      return pin;
+    } finally {
+      this.#pinning = false;
+    }
   }
 
   async acquireConnection(options?: CallOptions): Promise<DatabaseConnection> {

@@ -12,15 +12,17 @@
  *   it would for a pool of one; a query made inside a sluice transaction or scope of this
  *   database shares the connection instead of waiting for itself.
  * - PostgreSQL aborts a whole transaction at the first failed statement: each statement
- *   outside a transaction of the code gets a savepoint of its own, so a test that expects
- *   an error (a unique violation, a deadline) can go on querying.
+ *   (and stream) outside a transaction of the code gets a savepoint of its own, so a test
+ *   that expects an error (a unique violation, a deadline) can go on querying.
+ * - MySQL commits the open transaction at any DDL statement: the end of the pin reports it
+ *   (`rolledBack: false`) instead of passing for isolated.
  */
 import { CompiledQuery, type DatabaseConnection, type QueryResult } from 'kysely';
 import type { Driver } from '../drivers/driver.js';
 import { ConnectionLostError, DatabaseError, TransactionRolledBackError } from '../drivers/errors.js';
 import { SluiceError } from '../errors.js';
 import { PoolTimeoutError } from '../pool/index.js';
-import { currentDeadline, withoutDeadline } from './deadline-scope.js';
+import { currentDeadline, statementSignal, withoutDeadline } from './deadline-scope.js';
 import { type CallOptions, giveBack, type PooledConnection } from './pooled-connection.js';
 
 export interface PinOptions {
@@ -37,21 +39,34 @@ export interface PinOptions {
 export interface PinOutcome {
   /**
    * True when nothing of it was committed: rolled back at the end, or by the server when
-   * its connection was lost. False when MySQL committed it (DDL commits implicitly) or the
-   * ROLLBACK failed on a live connection.
+   * its connection was lost or closed. False when MySQL committed it (DDL commits
+   * implicitly) or the ROLLBACK failed on a live connection.
    */
   readonly rolledBack: boolean;
   /** Why it was not, or how it was (the connection lost). */
   readonly reason?: string;
 }
 
+/**
+ * How long the end waits for statements still running (a test that did not await one, a
+ * stream left open) before closing the connection instead: the server then rolls the
+ * transaction back. Well inside vitest's 10 s hook timeout.
+ */
+const END_GRACE_MS = 5_000;
+
 /** A statement failed because the transaction was aborted (PostgreSQL: SQLSTATE 25P02). */
 function isInFailedTransaction(error: unknown): boolean {
   return error instanceof DatabaseError && error.sqlState === '25P02';
 }
 
+/** MySQL's "SAVEPOINT ... does not exist": a DDL statement committed the transaction, savepoints and all. */
+function isMissingSavepoint(error: unknown): boolean {
+  return error instanceof DatabaseError && error.errno === 1305;
+}
+
 const raw = (text: string): CompiledQuery => CompiledQuery.raw(text);
 const noop = (): void => {};
+const STATEMENT_SAVEPOINT = 'sluice_test_statement';
 
 export class TransactionPin {
   readonly #pooled: PooledConnection;
@@ -60,14 +75,16 @@ export class TransactionPin {
   #holder: PinnedConnection | undefined;
   readonly #waiters: Array<(handle: PinnedConnection | Error) => void> = [];
   /**
-   * Work that must finish before the next statement: an undo to a savepoint scheduled
-   * after a failure (the caller that failed does not wait for it), or the savepoint
-   * sequence of a statement in progress (one at a time, or their savepoints would nest).
+   * Work that must finish before the next statement: the savepoint sequence of a statement
+   * or stream in progress (one at a time, or their savepoints would nest), or an undo to a
+   * savepoint scheduled after a failure (the caller that failed does not wait for it).
    */
   #barrier: Promise<void> = Promise.resolve();
   #savepoints = 0;
-  /** Set when the transaction can no longer be trusted to be open: the connection broke, an undo failed. */
-  #lost: unknown;
+  /** Set when an undo failed on a live connection: the test cannot go on (its end still rolls back). */
+  #failed: unknown;
+  /** MySQL committed the transaction (a DDL statement): what the test writes from then on is committed too. */
+  #committedByServer = false;
   #ended: Promise<PinOutcome> | undefined;
 
   private constructor(pooled: PooledConnection, options: PinOptions) {
@@ -98,7 +115,8 @@ export class TransactionPin {
   #wait(callSignal: AbortSignal | undefined): Promise<PinnedConnection> {
     const deadline = currentDeadline();
     const startedAt = performance.now();
-    const waitMs = deadline === undefined ? this.#options.waitTimeoutMs : Math.max(0, deadline.at - startedAt);
+    // A scope with only a signal has no deadline of its own: the acquire timeout bounds the wait, as in the pool.
+    const waitMs = deadline === undefined || deadline.at === Infinity ? this.#options.waitTimeoutMs : Math.max(0, deadline.at - startedAt);
     const signals = [deadline?.signal, callSignal].filter((signal): signal is AbortSignal => signal !== undefined);
     return new Promise<PinnedConnection>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -146,49 +164,120 @@ export class TransactionPin {
     if (next !== undefined) next((this.#holder = new PinnedConnection(this, false)));
   }
 
+  /** Whether `handle`'s statements run inside a transaction of the code (a savepoint), which undoes them on failure. */
+  #inCodeTransaction(handle: PinnedConnection): boolean {
+    return handle.savepoint !== undefined || (handle.shared && this.#holder?.savepoint !== undefined);
+  }
+
   /** Runs one statement of `handle`'s. */
   async execute<R>(handle: PinnedConnection, query: CompiledQuery, options?: CallOptions): Promise<QueryResult<R>> {
     this.#checkUsable();
-    const inTransaction = handle.savepoint !== undefined || (handle.shared && this.#holder?.savepoint !== undefined);
-    if (this.#options.dialect !== 'postgres' || inTransaction) {
-      await this.#barrier;
+    if (this.#options.dialect !== 'postgres' || this.#inCodeTransaction(handle)) {
+      await this.#turn(this.#barrier, options);
       return this.#pooled.executeQuery<R>(query, options);
     }
-    return this.#autosaved(() => this.#pooled.executeQuery<R>(query, options));
+    return this.#autosaved(options, () => this.#pooled.executeQuery<R>(query, options));
   }
 
-  streamQuery<R>(query: CompiledQuery, chunkSize: number | undefined, options?: CallOptions): AsyncIterableIterator<QueryResult<R>> {
-    this.#checkUsable();
-    return this.#pooled.streamQuery<R>(query, chunkSize, options);
+  /** Waits for `turn`, or rejects when the caller's deadline or signal comes first (a statement's wait is part of its time). */
+  async #turn(turn: Promise<void>, options: CallOptions | undefined): Promise<void> {
+    const statement = statementSignal(currentDeadline(), options?.signal);
+    const signal = statement.signal;
+    if (signal === undefined) return turn;
+    let onAbort: (() => void) | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        if (signal.aborted) return reject(signal.reason);
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+        void turn.then(resolve);
+      });
+    } finally {
+      if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
+      statement.dispose();
+    }
   }
 
-  /** Runs `work` under a savepoint of its own: a failure undoes only it, and the test's transaction goes on. */
-  async #autosaved<T>(work: () => Promise<T>): Promise<T> {
+  /** Takes the barrier: returns when it is this caller's turn, with the function that hands it on. */
+  async #exclusive(options: CallOptions | undefined): Promise<() => void> {
     const turn = this.#barrier;
     let done!: () => void;
     this.#barrier = new Promise<void>((resolve) => (done = resolve));
-    let scheduled = false;
     try {
-      await turn;
+      await this.#turn(turn, options);
       this.#checkUsable();
-      await this.#pooled.executeQuery(raw('SAVEPOINT sluice_test_statement'));
-      let result: T;
-      try {
-        result = await work();
-      } catch (error) {
-        // Once the connection has settled (a cancelled statement): the caller does not wait.
-        scheduled = true;
-        void this.#undo('sluice_test_statement').finally(done);
-        throw error;
-      }
-      await withoutDeadline(() => this.#pooled.executeQuery(raw('RELEASE SAVEPOINT sluice_test_statement')));
+    } catch (error) {
+      // Those after this caller still wait for those before it.
+      void turn.then(done);
+      throw error;
+    }
+    return done;
+  }
+
+  /** Runs `work` under a savepoint of its own: a failure undoes only it, and the test's transaction goes on. */
+  async #autosaved<T>(options: CallOptions | undefined, work: () => Promise<T>): Promise<T> {
+    const done = await this.#exclusive(options);
+    try {
+      await this.#pooled.executeQuery(raw(`SAVEPOINT ${STATEMENT_SAVEPOINT}`));
+    } catch (error) {
+      done();
+      throw error;
+    }
+    let result: T;
+    try {
+      result = await work();
+    } catch (error) {
+      // Undone once the connection has settled (a cancelled statement): the caller does not wait.
+      void this.#undo(STATEMENT_SAVEPOINT).finally(done);
+      throw error;
+    }
+    // An abort answered without waiting for the server (Kysely 0.29's own signal) left the statement settling.
+    if (this.#pooled.settling !== undefined) {
+      void this.#undo(STATEMENT_SAVEPOINT).finally(done);
       return result;
+    }
+    try {
+      await withoutDeadline(() => this.#pooled.executeQuery(raw(`RELEASE SAVEPOINT ${STATEMENT_SAVEPOINT}`)));
+    } catch {
+      await this.#undo(STATEMENT_SAVEPOINT);
     } finally {
-      if (!scheduled) done();
+      done();
+    }
+    return result;
+  }
+
+  /** A stream of `handle`'s; on PostgreSQL outside the code's transactions, under a savepoint of its own (held while it is read). */
+  async *streamQuery<R>(handle: PinnedConnection, query: CompiledQuery, chunkSize: number | undefined, options?: CallOptions): AsyncIterableIterator<QueryResult<R>> {
+    this.#checkUsable();
+    if (this.#options.dialect !== 'postgres' || this.#inCodeTransaction(handle)) {
+      await this.#turn(this.#barrier, options);
+      yield* this.#pooled.streamQuery<R>(query, chunkSize, options);
+      return;
+    }
+    const done = await this.#exclusive(options);
+    let finished = false;
+    try {
+      await this.#pooled.executeQuery(raw(`SAVEPOINT ${STATEMENT_SAVEPOINT}`));
+      yield* this.#pooled.streamQuery<R>(query, chunkSize, options);
+      finished = true;
+    } finally {
+      // Read to its end: released; failed, or stopped early (its cursor closing): undone. Neither
+      // keeps the caller waiting; the next statement waits for it.
+      const end = finished && this.#pooled.settling === undefined ? this.#release(STATEMENT_SAVEPOINT) : this.#undo(STATEMENT_SAVEPOINT);
+      void end.finally(done);
     }
   }
 
-  /** Rolls back to `name` and releases it; a failure means the transaction is lost. Never rejects. */
+  /** Releases `name`; failing that, undoes it. Never rejects. */
+  async #release(name: string): Promise<void> {
+    try {
+      await withoutDeadline(() => this.#pooled.executeQuery(raw(`RELEASE SAVEPOINT ${name}`)));
+    } catch {
+      await this.#undo(name);
+    }
+  }
+
+  /** Rolls back to `name` and releases it, once the connection has settled. Never rejects. */
   async #undo(name: string): Promise<void> {
     try {
       await withoutDeadline(async () => {
@@ -196,14 +285,21 @@ export class TransactionPin {
         await this.#pooled.executeQuery(raw(`RELEASE SAVEPOINT ${name}`));
       });
     } catch (error) {
-      this.#lost ??= error;
+      this.#noteSavepointFailure(error);
     }
+  }
+
+  /** Why a savepoint could not be released or undone: MySQL committed at DDL, the connection broke, or the transaction is in doubt. */
+  #noteSavepointFailure(error: unknown): void {
+    if (this.#pooled.lease.resource.broken) return; // #checkUsable says so from now on
+    if (this.#options.dialect === 'mysql' && isMissingSavepoint(error)) this.#committedByServer = true;
+    else this.#failed ??= error;
   }
 
   /** A transaction of the code under test begins: a savepoint. */
   async begin(handle: PinnedConnection): Promise<void> {
     this.#checkUsable();
-    await this.#barrier;
+    await this.#turn(this.#barrier, undefined);
     const name = `sluice_test_tx_${++this.#savepoints}`;
     await this.#pooled.executeQuery(raw(`SAVEPOINT ${name}`));
     handle.savepoint = name;
@@ -216,9 +312,20 @@ export class TransactionPin {
       await this.#pooled.executeQuery(raw(`RELEASE SAVEPOINT ${name}`));
       handle.savepoint = undefined;
     } catch (error) {
-      // PostgreSQL refuses to release a savepoint whose work failed: as a COMMIT would have
-      // been, it is rolled back (Kysely calls rollback next).
+      if (this.#options.dialect === 'mysql' && isMissingSavepoint(error)) {
+        // A DDL statement in the code's transaction committed it, as it would have outside a
+        // test: the commit stands, and the end of the test reports the transaction committed.
+        this.#committedByServer = true;
+        handle.savepoint = undefined;
+        return;
+      }
       if (isInFailedTransaction(error)) {
+        // PostgreSQL refuses to release a savepoint whose work failed: as a COMMIT would have
+        // been, it is rolled back, and the connection handed on (Kysely's startTransaction()
+        // does not release a connection whose commit failed; here it is the only one).
+        handle.savepoint = undefined;
+        await this.#undo(name);
+        this.release(handle);
         throw new TransactionRolledBackError('The transaction was rolled back: a statement in it had failed.', {
           sqlState: '25P02',
           cause: error,
@@ -243,7 +350,8 @@ export class TransactionPin {
   /**
    * Ends the pin: rolls the transaction back and gives the connection back to the pool.
    * Callers still waiting for the connection fail; a query made afterwards through the
-   * database runs on the pool again.
+   * database runs on the pool again. Settles within about `END_GRACE_MS`: past it the
+   * connection is closed instead (and the server rolls back).
    */
   end(): Promise<PinOutcome> {
     this.#ended ??= this.#end();
@@ -254,33 +362,38 @@ export class TransactionPin {
     this.#options.onEnd();
     const ended = new SluiceError('TEST_TRANSACTION_ENDED', "The test's transaction ended while this caller waited for its connection.");
     for (const waiter of this.#waiters.splice(0)) waiter(ended);
-    await this.#barrier;
     const lease = this.#pooled.lease;
-    let outcome: PinOutcome;
-    if (this.#lost !== undefined || lease.resource.broken) {
-      // A server rolls back the open transaction of a connection it lost.
-      outcome = { rolledBack: true, reason: 'its connection was lost during the test: the server rolled it back' };
-    } else {
+    const lost: PinOutcome = { rolledBack: true, reason: 'its connection was lost during the test: the server rolled it back' };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const overdue = new Promise<'overdue'>((resolve) => (timer = setTimeout(() => resolve('overdue'), END_GRACE_MS)));
+    const rollback = withoutDeadline(async (): Promise<PinOutcome> => {
+      await this.#barrier;
+      await this.#pooled.settling;
+      if (lease.resource.broken) return lost;
       try {
-        outcome = await withoutDeadline(async () => {
-          if (this.#pooled.settling !== undefined) await this.#pooled.settling;
-          if (this.#options.dialect === 'mysql' && !(await this.#mysqlInTransaction())) {
-            return {
-              rolledBack: false,
-              reason: 'MySQL committed it during the test (a CREATE, ALTER, DROP, TRUNCATE or LOCK TABLES commits implicitly)',
-            };
-          }
+        if (this.#options.dialect === 'mysql' && (this.#committedByServer || !(await this.#mysqlInTransaction()))) {
           await this.#pooled.executeQuery(raw('ROLLBACK'));
-          return { rolledBack: true };
-        });
+          return {
+            rolledBack: false,
+            reason: 'MySQL committed it during the test (a CREATE, ALTER, DROP, TRUNCATE or LOCK TABLES commits implicitly)',
+          };
+        }
+        await this.#pooled.executeQuery(raw('ROLLBACK'));
+        return { rolledBack: true };
       } catch (error) {
-        outcome = lease.resource.broken
-          ? { rolledBack: true, reason: 'its connection was lost at the end of the test: the server rolled it back' }
-          : { rolledBack: false, reason: `its ROLLBACK failed (${error instanceof SluiceError ? error.code : 'error'})` };
+        return lease.resource.broken ? lost : { rolledBack: false, reason: `its ROLLBACK failed (${error instanceof SluiceError ? error.code : 'error'})` };
       }
+    });
+    const outcome = await Promise.race([rollback, overdue]).finally(() => clearTimeout(timer));
+    if (outcome === 'overdue') {
+      // A statement still running (not awaited by the test), or a stream left open: closing
+      // the connection ends it, and the server rolls the transaction back.
+      if (!lease.released) lease.destroy();
+      void rollback.catch(noop);
+      return { rolledBack: true, reason: `statements were still running ${END_GRACE_MS} ms after the test: its connection was closed, and the server rolled it back` };
     }
     // Back to the pool clean (reset() rolls back anything left), or destroyed.
-    await (this.#pooled.settling ?? Promise.resolve()).then(() => giveBack(lease), noop);
+    await giveBack(lease);
     return outcome;
   }
 
@@ -296,10 +409,17 @@ export class TransactionPin {
         "The test's transaction has ended: this query was made after its test finished (a query not awaited by the test?).",
       );
     }
-    if (this.#lost !== undefined || this.#pooled.lease.resource.broken) {
+    if (this.#pooled.lease.resource.broken) {
       throw new ConnectionLostError(
         "The connection of the test's transaction was lost: the server rolled back what the test wrote, and the test cannot query again.",
-        { cause: this.#lost },
+        { cause: undefined },
+      );
+    }
+    if (this.#failed !== undefined) {
+      throw new SluiceError(
+        'TEST_TRANSACTION_FAILED',
+        "The test's transaction is in doubt: undoing a failed statement to its savepoint failed. The test cannot query again; its end rolls the transaction back.",
+        { cause: this.#failed },
       );
     }
   }
@@ -323,7 +443,7 @@ export class PinnedConnection implements DatabaseConnection {
   }
 
   streamQuery<R>(compiledQuery: CompiledQuery, chunkSize?: number, options?: CallOptions): AsyncIterableIterator<QueryResult<R>> {
-    return this.pin.streamQuery<R>(compiledQuery, chunkSize, options);
+    return this.pin.streamQuery<R>(this, compiledQuery, chunkSize, options);
   }
 
   /** See PooledConnection.cancelQuery: sluice cancels on the server when the signal aborts. */

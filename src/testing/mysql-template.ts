@@ -15,7 +15,11 @@ export interface MysqlTable {
   readonly name: string;
   /** Its `SHOW CREATE TABLE`: references to tables of the same schema are unqualified. */
   readonly createSql: string;
-  /** The columns to copy rows through (generated ones are computed, not copied); empty when it has no rows. */
+  /**
+   * The columns to copy rows through (generated ones are computed, not copied; a column
+   * with an expression default, which MySQL 8 marks DEFAULT_GENERATED, is copied); empty
+   * when it has no rows.
+   */
   readonly copyColumns: readonly string[];
 }
 
@@ -49,7 +53,8 @@ function createFailed(error: unknown): never {
 /** What a template schema holds besides tables, which a copy table by table would lose. */
 async function uncopyable(database: Database<unknown>, schema: string): Promise<string[]> {
   const { rows } = await sql<{ kind: string; name: string }>`
-    SELECT 'view' AS kind, table_name AS name FROM information_schema.tables WHERE table_schema = ${schema} AND table_type = 'VIEW'
+    SELECT LOWER(table_type) AS kind, table_name AS name FROM information_schema.tables
+      WHERE table_schema = ${schema} AND table_type NOT IN ('BASE TABLE', 'SYSTEM VERSIONED')
     UNION ALL SELECT 'trigger', trigger_name FROM information_schema.triggers WHERE trigger_schema = ${schema}
     UNION ALL SELECT LOWER(routine_type), routine_name FROM information_schema.routines WHERE routine_schema = ${schema}
     UNION ALL SELECT 'event', event_name FROM information_schema.events WHERE event_schema = ${schema}`.execute(database.db);
@@ -72,7 +77,7 @@ export async function prepareMysqlTemplate(serverUrl: string, runId: string, pre
     }
     const { rows } = await sql<{ name: string }>`
       SELECT table_name AS name FROM information_schema.tables
-      WHERE table_schema = ${name} AND table_type = 'BASE TABLE' ORDER BY table_name`.execute(database.db);
+      WHERE table_schema = ${name} AND table_type IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY table_name`.execute(database.db);
     const read: MysqlTable[] = [];
     for (const { name: table } of rows) {
       const shown = await sql<Record<string, string>>`SHOW CREATE TABLE ${sql.id(table)}`.execute(database.db);
@@ -83,7 +88,7 @@ export async function prepareMysqlTemplate(serverUrl: string, runId: string, pre
       if (Number(hasRows.rows[0]?.found) === 1) {
         const columns = await sql<{ name: string }>`
           SELECT column_name AS name FROM information_schema.columns
-          WHERE table_schema = ${name} AND table_name = ${table} AND extra NOT LIKE '%GENERATED%'
+          WHERE table_schema = ${name} AND table_name = ${table} AND COALESCE(generation_expression, '') = ''
           ORDER BY ordinal_position`.execute(database.db);
         copyColumns = columns.rows.map((column) => column.name);
       }
@@ -127,13 +132,16 @@ export async function dropMysqlDatabase(serverUrl: string, name: string): Promis
   await withDatabase(serverUrl, (admin) => sql`DROP DATABASE IF EXISTS ${sql.id(name)}`.execute(admin.db));
 }
 
-/** Drops the run's schemas (its template, and any test file's left behind), and other runs' older than 6 hours. */
+/**
+ * Drops the run's schemas (its template, and any test file's left behind), then, as far as
+ * it can, other runs' older than a day.
+ */
 export async function dropMysqlRun(serverUrl: string, runId: string): Promise<void> {
   await withDatabase(serverUrl, async (admin) => {
     const { rows } = await sql<{ name: string }>`
       SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name LIKE 'sluice\\_t%'`.execute(admin.db);
-    for (const { name } of rows) {
-      if (name.startsWith(`${runId}_`) || isStale(name)) await sql`DROP DATABASE IF EXISTS ${sql.id(name)}`.execute(admin.db);
-    }
+    const drop = (name: string) => sql`DROP DATABASE IF EXISTS ${sql.id(name)}`.execute(admin.db);
+    for (const { name } of rows) if (name.startsWith(`${runId}_`)) await drop(name);
+    for (const { name } of rows) if (isStale(name)) await drop(name).catch(() => {});
   });
 }

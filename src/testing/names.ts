@@ -6,8 +6,11 @@
 import { randomBytes } from 'node:crypto';
 
 const PREFIX = 'sluice_t';
-/** A run's databases older than this are another run's leftovers: no test run lasts 6 hours. */
-export const STALE_AFTER_MS = 6 * 60 * 60 * 1000;
+/**
+ * A run's databases older than this are a killed run's leftovers: no test run (a watch
+ * session left open overnight included) lasts a day.
+ */
+export const STALE_AFTER_MS = 24 * 60 * 60 * 1000;
 
 function randomSuffix(bytes: number): string {
   return randomBytes(bytes).toString('hex');

@@ -72,12 +72,14 @@ async function dropDatabase(admin: Database<unknown>, name: string): Promise<voi
   await sql`DROP DATABASE IF EXISTS ${sql.id(name)} WITH (FORCE)`.execute(admin.db);
 }
 
-/** Drops the run's databases (its template, and any test file's left behind), and other runs' older than 6 hours. */
+/**
+ * Drops the run's databases (its template, and any test file's left behind), then, as far
+ * as it can, other runs' older than a day: one it may not drop (another user's) stays.
+ */
 export async function dropPostgresRun(serverUrl: string, runId: string): Promise<void> {
   await withAdmin(serverUrl, async (admin) => {
     const { rows } = await sql<{ datname: string }>`SELECT datname FROM pg_database WHERE datname LIKE 'sluice\\_t%'`.execute(admin.db);
-    for (const { datname } of rows) {
-      if (datname.startsWith(`${runId}_`) || isStale(datname)) await dropDatabase(admin, datname);
-    }
+    for (const { datname } of rows) if (datname.startsWith(`${runId}_`)) await dropDatabase(admin, datname);
+    for (const { datname } of rows) if (isStale(datname)) await dropDatabase(admin, datname).catch(() => {});
   });
 }

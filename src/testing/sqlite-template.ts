@@ -45,10 +45,12 @@ export async function dropSqliteDatabase(path: string): Promise<void> {
   await Promise.all(['', '-wal', '-shm'].map((suffix) => rm(`${path}${suffix}`, { force: true })));
 }
 
-/** Removes the run's folder, and other runs' folders older than 6 hours (a run killed before its end). */
+/** Removes the run's folder, and, as far as it can, other runs' older than a day (a run killed before its end). */
 export async function dropSqliteRun(directory: string): Promise<void> {
   await rm(directory, { recursive: true, force: true });
   const others = await readdir(tmpdir()).catch(() => []);
   // Folders are named `<run id>-<random>`: the run id is what isStale reads.
-  for (const name of others) if (isStale(`${name.split('-')[0]}_`)) await rm(join(tmpdir(), name), { recursive: true, force: true });
+  for (const name of others) {
+    if (isStale(`${name.split('-')[0]}_`)) await rm(join(tmpdir(), name), { recursive: true, force: true }).catch(() => {});
+  }
 }

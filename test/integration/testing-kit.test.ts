@@ -168,8 +168,8 @@ for (const backend of ['postgres', 'mysql', 'sqlite'] as const) {
     });
 
     if (backend !== 'sqlite') {
-      test("teardown drops the run's databases, even one a test file left, and other runs' older than 6 hours", async () => {
-        const stale = `sluice_t${(Date.now() - 7 * 3_600_000).toString(36).padStart(9, '0')}beef_0badc0de`;
+      test("teardown drops the run's databases, even one a test file left, and other runs' older than a day", async () => {
+        const stale = `sluice_t${(Date.now() - 25 * 3_600_000).toString(36).padStart(9, '0')}beef_0badc0de`;
         const recent = `sluice_t${(Date.now() - 3_600_000).toString(36).padStart(9, '0')}beef_0badc0de`;
         const admin = connect<unknown>(testServerUrl(backend)!, { pool: { max: 1 } });
         let run: TestRun | undefined;
@@ -250,9 +250,28 @@ describe.skipIf(postgres === undefined || mysql === undefined)('test transaction
     });
   });
 
-  test('one test transaction at a time on a database; after it, queries go to the pool again', async () => {
+  test('MySQL: DDL inside a transaction of the code commits the test too: TEST_NOT_ISOLATED, not a pass', async () => {
+    await withShop('mysql', async (database) => {
+      const transaction = await beginTestTransaction(database);
+      await database.db.insertInto('customers').values({ id: 1, name: 'Committed by the DDL' }).execute();
+      await expect(
+        database.transaction(async (trx) => {
+          await sql`CREATE TABLE made_in_a_transaction (id int)`.execute(trx);
+          throw new Error('and then it fails');
+        }),
+      ).rejects.toThrow('and then it fails');
+      await expect(transaction.rollback()).rejects.toBeInstanceOf(TestIsolationError);
+      expect(await database.db.selectFrom('customers').select('name').execute()).toEqual([{ name: 'Committed by the DDL' }]);
+    });
+  });
+
+  test('one test transaction at a time on a database, even two asked for at once; after it, queries go to the pool again', async () => {
     await withShop('postgres', async (database) => {
-      const first = await beginTestTransaction(database);
+      const both = await Promise.allSettled([beginTestTransaction(database), beginTestTransaction(database)]);
+      expect(both.map((outcome) => outcome.status).sort()).toEqual(['fulfilled', 'rejected']);
+      const refused = both.find((outcome) => outcome.status === 'rejected') as PromiseRejectedResult;
+      expect(refused.reason).toMatchObject({ code: 'TEST_TRANSACTION_OPEN' });
+      const first = (both.find((outcome) => outcome.status === 'fulfilled') as PromiseFulfilledResult<Awaited<ReturnType<typeof beginTestTransaction>>>).value;
       await expect(beginTestTransaction(database)).rejects.toMatchObject({ code: 'TEST_TRANSACTION_OPEN' });
       expect(database.stats().inUse).toBe(1);
       await first.rollback();
@@ -310,6 +329,70 @@ describe.skipIf(postgres === undefined || mysql === undefined)('test transaction
       await database.db.insertInto('customers').values({ id: 2, name: 'Next test' }).execute();
       await next.rollback();
       expect(await database.db.selectFrom('customers').selectAll().execute()).toEqual([]);
+    });
+  });
+
+  test('PostgreSQL: a failed stream, and a commit refused for an earlier error, leave the test going on', async () => {
+    await withShop('postgres', async (database) => {
+      const transaction = await beginTestTransaction(database);
+      try {
+        await database.db.insertInto('customers').values({ id: 1, name: 'Ada' }).execute();
+        const stream = async (): Promise<void> => {
+          for await (const row of database.db.selectFrom('no_such_table' as 'customers').selectAll().stream(10)) void row;
+        };
+        await expect(stream()).rejects.toMatchObject({ code: 'QUERY_FAILED' });
+        // Kysely's controlled transaction: its commit fails (an error inside it), and it still hands the connection on.
+        const trx = await database.db.startTransaction().execute();
+        await trx.insertInto('customers').values({ id: 1, name: 'Duplicate' }).execute().catch(() => {});
+        await expect(trx.commit().execute()).rejects.toMatchObject({ code: 'TRANSACTION_ROLLED_BACK' });
+        expect(await database.db.selectFrom('customers').select('name').execute()).toEqual([{ name: 'Ada' }]);
+      } finally {
+        await transaction.rollback();
+      }
+    });
+  });
+
+  test('a query waiting for its turn on the connection keeps its own deadline; so does a scope that has only a signal', async () => {
+    await withShop(
+      'postgres',
+      async (database) => {
+        const transaction = await beginTestTransaction(database);
+        try {
+          const events: string[] = [];
+          await database.withConnection(async () => {
+            const db = currentKysely(database.db);
+            const slow = sql`SELECT pg_sleep(1)`.execute(db).then(() => events.push('slow statement done'));
+            // On database.db: it shares the scope's connection (not queued behind the scope's own Kysely).
+            const quick = database
+              .withDeadline({ timeoutMs: 100 }, () => sql`SELECT 1`.execute(database.db))
+              .catch((error: unknown) => events.push(`quick: ${(error as { code?: string }).code}`));
+            await Promise.all([slow, quick]);
+          });
+          // The quick one gave up at its deadline, while the slow one still held the connection.
+          expect(events).toEqual(['quick: QUERY_TIMEOUT', 'slow statement done']);
+
+          // A waiter whose scope has a signal but no timeout still gives up at the acquire timeout.
+          const held = database.withConnection(() => sql`SELECT pg_sleep(1)`.execute(currentKysely(database.db)));
+          const waiter = database.withDeadline({ signal: new AbortController().signal }, () => database.db.selectFrom('customers').selectAll().execute());
+          await expect(waiter).rejects.toBeInstanceOf(PoolTimeoutError);
+          await held;
+        } finally {
+          await transaction.rollback();
+        }
+      },
+      { acquireTimeoutMs: 300 },
+    );
+  });
+
+  test('a stream left open at the end of the test: the end closes the connection instead of waiting for ever', async () => {
+    await withShop('postgres', async (database) => {
+      await database.db.insertInto('customers').values([1, 2, 3, 4, 5].map((id) => ({ id, name: `c${id}` }))).execute();
+      const transaction = await beginTestTransaction(database);
+      const rows = database.db.selectFrom('customers').selectAll().stream(1)[Symbol.asyncIterator]();
+      await rows.next(); // never finished, never closed
+      await transaction.rollback();
+      expect(database.stats().inUse).toBe(0);
+      expect(await database.db.selectFrom('customers').select('id').execute()).toHaveLength(5);
     });
   });
 
