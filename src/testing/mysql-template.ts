@@ -7,9 +7,10 @@
  */
 import { sql } from 'kysely';
 import { DatabaseError } from '../drivers/errors.js';
-import { connect, currentKysely, type Database } from '../orm/connect.js';
+import { currentKysely, type Database } from '../orm/connect.js';
 import { TestDatabaseError } from './errors.js';
 import { fileDatabaseName, isStale, templateName, urlOfDatabase } from './names.js';
+import { withDatabase } from './with-database.js';
 
 export interface MysqlTable {
   readonly name: string;
@@ -29,15 +30,6 @@ export interface MysqlTemplate {
   readonly runId: string;
   readonly name: string;
   readonly tables: readonly MysqlTable[];
-}
-
-async function withDatabase<T>(url: string, work: (database: Database<unknown>) => Promise<T>): Promise<T> {
-  const database = connect<unknown>(url, { pool: { max: 1 } });
-  try {
-    return await work(database);
-  } finally {
-    await database.close();
-  }
 }
 
 function createFailed(error: unknown): never {

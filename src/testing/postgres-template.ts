@@ -6,9 +6,10 @@
  */
 import { sql } from 'kysely';
 import { DatabaseError } from '../drivers/errors.js';
-import { connect, type Database } from '../orm/connect.js';
+import type { Database } from '../orm/connect.js';
 import { TestDatabaseError } from './errors.js';
 import { fileDatabaseName, isStale, templateName, urlOfDatabase } from './names.js';
+import { withDatabase } from './with-database.js';
 
 export interface PostgresTemplate {
   readonly dialect: 'postgres';
@@ -16,15 +17,6 @@ export interface PostgresTemplate {
   readonly serverUrl: string;
   readonly runId: string;
   readonly name: string;
-}
-
-async function withAdmin<T>(serverUrl: string, work: (admin: Database<unknown>) => Promise<T>): Promise<T> {
-  const admin = connect<unknown>(serverUrl, { pool: { max: 1 } });
-  try {
-    return await work(admin);
-  } finally {
-    await admin.close();
-  }
 }
 
 function createFailed(error: unknown): never {
@@ -44,17 +36,17 @@ export async function preparePostgresTemplate(
   prepare: (url: string) => Promise<void>,
 ): Promise<PostgresTemplate> {
   const name = templateName(runId);
-  await withAdmin(serverUrl, (admin) => sql`CREATE DATABASE ${sql.id(name)}`.execute(admin.db)).catch(createFailed);
+  await withDatabase(serverUrl, (admin) => sql`CREATE DATABASE ${sql.id(name)}`.execute(admin.db)).catch(createFailed);
   await prepare(urlOfDatabase(serverUrl, name));
   // No connection may be open on a template while it is copied: none can be, from now on.
-  await withAdmin(serverUrl, (admin) => sql`ALTER DATABASE ${sql.id(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`.execute(admin.db));
+  await withDatabase(serverUrl, (admin) => sql`ALTER DATABASE ${sql.id(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false`.execute(admin.db));
   return { dialect: 'postgres', serverUrl, runId, name };
 }
 
 /** A new database for one test file, copied from the template (or `empty`: the server's default, template1). */
 export async function clonePostgres(template: PostgresTemplate, empty = false): Promise<{ readonly name: string; readonly url: string }> {
   const name = fileDatabaseName(template.runId);
-  await withAdmin(template.serverUrl, (admin) =>
+  await withDatabase(template.serverUrl, (admin) =>
     (empty ? sql`CREATE DATABASE ${sql.id(name)}` : sql`CREATE DATABASE ${sql.id(name)} TEMPLATE ${sql.id(template.name)}`).execute(admin.db),
   ).catch(createFailed);
   return { name, url: urlOfDatabase(template.serverUrl, name) };
@@ -62,7 +54,7 @@ export async function clonePostgres(template: PostgresTemplate, empty = false): 
 
 /** Drops one database, closing any connection still open on it. */
 export async function dropPostgresDatabase(serverUrl: string, name: string): Promise<void> {
-  await withAdmin(serverUrl, (admin) => dropDatabase(admin, name));
+  await withDatabase(serverUrl, (admin) => dropDatabase(admin, name));
 }
 
 async function dropDatabase(admin: Database<unknown>, name: string): Promise<void> {
@@ -77,7 +69,7 @@ async function dropDatabase(admin: Database<unknown>, name: string): Promise<voi
  * as it can, other runs' older than a day: one it may not drop (another user's) stays.
  */
 export async function dropPostgresRun(serverUrl: string, runId: string): Promise<void> {
-  await withAdmin(serverUrl, async (admin) => {
+  await withDatabase(serverUrl, async (admin) => {
     const { rows } = await sql<{ datname: string }>`SELECT datname FROM pg_database WHERE datname LIKE 'sluice\\_t%'`.execute(admin.db);
     for (const { datname } of rows) if (datname.startsWith(`${runId}_`)) await dropDatabase(admin, datname);
     for (const { datname } of rows) if (isStale(datname)) await dropDatabase(admin, datname).catch(() => {});

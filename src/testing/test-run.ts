@@ -4,7 +4,7 @@
  * `sluice/testing/vitest` runs it as vitest's global setup; other runners call it from
  * theirs and hand the plan to their workers (it is plain data).
  */
-import { connect, type Database } from '../orm/connect.js';
+import type { Database } from '../orm/connect.js';
 import { migrate, type MigrationSource } from '../orm/migrate/migrate.js';
 import { NoTestServerError } from './errors.js';
 import { type MysqlTemplate, dropMysqlRun, prepareMysqlTemplate } from './mysql-template.js';
@@ -12,6 +12,7 @@ import { newRunId } from './names.js';
 import { type PostgresTemplate, dropPostgresRun, preparePostgresTemplate } from './postgres-template.js';
 import { findServer, type ResolvedServer, SERVER_DEFAULTS, SERVER_NAMES, type ServerBackend, type ServerSettings } from './servers.js';
 import { type SqliteTemplate, dropSqliteRun, prepareSqliteTemplate } from './sqlite-template.js';
+import { withDatabase } from './with-database.js';
 
 export type SqlBackend = 'postgres' | 'mysql' | 'sqlite';
 export type TestBackend = SqlBackend | 'redis';
@@ -87,16 +88,12 @@ const defaultLog = (line: string, level: 'info' | 'warn'): void => (level === 'w
 
 /** Applies the migrations and the seed to a template database, then closes it. */
 function prepareWith<DB>(options: TestRunOptions<DB>, backend: SqlBackend): (url: string) => Promise<void> {
-  return async (url) => {
-    const database = connect<DB>(url, { pool: { max: 1 } });
-    try {
+  return (url) =>
+    withDatabase<void, DB>(url, async (database) => {
       const source = typeof options.migrations === 'function' ? options.migrations(backend) : options.migrations;
       if (source !== undefined) await migrate(database, source);
       await options.seed?.(database, backend);
-    } finally {
-      await database.close();
-    }
-  };
+    });
 }
 
 /**
