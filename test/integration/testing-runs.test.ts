@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -14,7 +15,7 @@ import type { ChildOutcome } from '../support/run-node.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CONFIG = fileURLToPath(new URL('../fixtures/testing-kit/vitest.config.ts', import.meta.url));
 const VITEST = join(ROOT, 'node_modules/vitest/vitest.mjs');
-const scratch = mkdtempSync(join(ROOT, '.tmp', 'testing-runs-'));
+const scratch = mkdtempSync(join(tmpdir(), 'sluice-testing-runs-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** Runs the kit project with vitest in a child process; the kill after 90 s is a guard against a hang. */
