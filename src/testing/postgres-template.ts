@@ -1,8 +1,7 @@
 /**
  * PostgreSQL test databases: the run's migrations are applied once, to a template database;
- * each test file gets `CREATE DATABASE ... TEMPLATE`, a copy of the template's files whose
- * cost does not grow with the number of migrations (it is mostly the server's fsync: a test
- * server run with `fsync=off` copies faster).
+ * each test file gets `CREATE DATABASE ... TEMPLATE`, a copy of the template's files (tens
+ * of milliseconds) whose cost does not grow with the number of migrations.
  */
 import { sql } from 'kysely';
 import { DatabaseError } from '../drivers/errors.js';
