@@ -84,6 +84,13 @@ function summarize(missing: readonly NoTestServerError[], servers: TestRunOption
   );
 }
 
+/** What the search for one backend's server gave: a server, or why there is none (SQLite needs neither). */
+interface Found {
+  readonly backend: TestBackend;
+  readonly server: ResolvedServer | undefined;
+  readonly error: NoTestServerError | undefined;
+}
+
 const defaultLog = (line: string, level: 'info' | 'warn'): void => (level === 'warn' ? console.warn(line) : console.log(line));
 
 /** Applies the migrations and the seed to a template database, then closes it. */
@@ -110,7 +117,7 @@ export async function startTestRun<DB = unknown>(options: TestRunOptions<DB>): P
   const cleanups: Array<() => Promise<void>> = [];
   const teardown = async (): Promise<void> => {
     const errors: unknown[] = [];
-    for (const cleanup of cleanups.reverse()) await cleanup().catch((error: unknown) => errors.push(error));
+    for (const cleanup of [...cleanups].reverse()) await cleanup().catch((error: unknown) => errors.push(error));
     for (const server of servers) await server.stop().catch((error: unknown) => errors.push(error));
     if (errors.length > 0) throw new AggregateError(errors, '[sluice/testing] cleaning up the test run failed');
   };
@@ -118,8 +125,8 @@ export async function startTestRun<DB = unknown>(options: TestRunOptions<DB>): P
   try {
     const unique = [...new Set(options.backends)];
     // Servers are looked for together (each probe may wait for a timeout); templates are made one by one.
-    const found = await Promise.all(
-      unique.map(async (backend) => {
+    const settled = await Promise.allSettled(
+      unique.map(async (backend): Promise<Found> => {
         if (backend === 'sqlite') return { backend, server: undefined, error: undefined };
         try {
           const settings = options.servers?.[backend];
@@ -130,7 +137,11 @@ export async function startTestRun<DB = unknown>(options: TestRunOptions<DB>): P
         }
       }),
     );
-    for (const { server } of found) if (server !== undefined) servers.push(server);
+    // Every container started is stopped by the teardown, even when another backend failed.
+    for (const outcome of settled) if (outcome.status === 'fulfilled' && outcome.value.server !== undefined) servers.push(outcome.value.server);
+    const failure = settled.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+    if (failure !== undefined) throw failure.reason;
+    const found = settled.map((outcome) => (outcome as PromiseFulfilledResult<Found>).value);
     const missing = found.flatMap(({ error }) => (error === undefined ? [] : [error]));
     if (missing.length > 0) {
       const summary = summarize(missing, options.servers);
