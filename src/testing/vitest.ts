@@ -132,15 +132,19 @@ type FileDatabase<DB> = { readonly made: TestDatabase<DB> } | { readonly missing
 export function sluiceTest<DB>(backend: SqlBackend, options: SluiceTestOptions = {}): TestAPI<SluiceFixtures<DB>> {
   const transactional = options.transactional ?? true;
   return baseTest
-    .extend('sluiceFileDatabase', { scope: 'file' }, // vitest reads a fixture's first parameter: it must be a destructuring pattern, even an empty one.
-    // eslint-disable-next-line no-empty-pattern
-    async ({}, { onCleanup }): Promise<FileDatabase<DB>> => {
-      const plan = backendPlan(backend);
-      if (!plan.available) return { missing: plan.reason };
-      const made = await createTestDatabase<DB>(plan.template!, options.connect);
-      onCleanup(() => made.drop());
-      return { made };
-    })
+    .extend(
+      'sluiceFileDatabase',
+      { scope: 'file' },
+      // vitest reads a fixture's first parameter: it must be a destructuring pattern, even an empty one.
+      // eslint-disable-next-line no-empty-pattern
+      async ({}, { onCleanup }): Promise<FileDatabase<DB>> => {
+        const plan = backendPlan(backend);
+        if (!plan.available) return { missing: plan.reason };
+        const made = await createTestDatabase<DB>(plan.template!, options.connect);
+        onCleanup(() => made.drop());
+        return { made };
+      },
+    )
     .extend('database', async ({ sluiceFileDatabase, skip }, { onCleanup }): Promise<Database<DB>> => {
       if ('missing' in sluiceFileDatabase) return skip(sluiceFileDatabase.missing);
       const { database } = sluiceFileDatabase.made;
