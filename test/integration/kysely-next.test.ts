@@ -3,7 +3,7 @@
  * `kysely-0.29`, an npm alias): a copy of the source whose `kysely` resolves to 0.29 runs
  * sluice's public API end to end (migrations, models, transactions, withConnection) and
  * 0.29's own `execute({ signal })`. Kysely 0.29 moved `Migrator` out of its root export;
- * this is where such a change shows.
+ * this is where such a change shows. sluice/testing's per-test transaction is checked there too.
  */
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,12 +41,13 @@ const expected = {
   instance: true,
   pets: ['Rex', 'Tom'],
   signal: 'aborted with the reason',
+  afterTestTransaction: 2,
 };
 
 describe('sluice on Kysely 0.29', () => {
   test('SQLite: migrations, models, transactions, withConnection, and execute({ signal })', async () => {
     const seen = await check(`sqlite:${join(side, 'check.db')}`);
-    expect(seen).toMatchObject({ ...expected, afterwards: 2 });
+    expect(seen).toMatchObject({ ...expected, afterwards: 2, inTestTransaction: 3 });
     expect(seen.error).toBeUndefined();
   });
 
@@ -55,7 +56,7 @@ describe('sluice on Kysely 0.29', () => {
     const testDatabase = await openTestDatabase('postgres', { empty: true });
     onTestFinished(() => testDatabase.drop());
     const seen = await check(testDatabase.url);
-    expect(seen).toMatchObject({ ...expected, afterwards: 2, stoppedOnServer: true });
+    expect(seen).toMatchObject({ ...expected, afterwards: 2, stoppedOnServer: true, inTestTransaction: 4 });
     expect(seen.error).toBeUndefined();
   });
 });
