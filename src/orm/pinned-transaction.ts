@@ -67,6 +67,7 @@ function isMissingSavepoint(error: unknown): boolean {
 const raw = (text: string): CompiledQuery => CompiledQuery.raw(text);
 const noop = (): void => {};
 const STATEMENT_SAVEPOINT = 'sluice_test_statement';
+const BEGIN_SAVEPOINT = 'sluice_test_begin';
 
 export class TransactionPin {
   readonly #pooled: PooledConnection;
@@ -96,7 +97,12 @@ export class TransactionPin {
   static async begin(pooled: PooledConnection, options: PinOptions): Promise<TransactionPin> {
     const begin = options.dialect === 'mysql' ? 'START TRANSACTION' : options.dialect === 'sqlite' ? 'BEGIN IMMEDIATE' : 'BEGIN';
     try {
-      await withoutDeadline(() => pooled.executeQuery(raw(begin)));
+      await withoutDeadline(async () => {
+        await pooled.executeQuery(raw(begin));
+        // MySQL: a marker that a commit (implicit, at DDL) would discard; see #end. MySQL 8
+        // has no @@in_transaction (MariaDB only), and a savepoint tells on both.
+        if (options.dialect === 'mysql') await pooled.executeQuery(raw(`SAVEPOINT ${BEGIN_SAVEPOINT}`));
+      });
     } catch (error) {
       await giveBack(pooled.lease);
       throw error;
@@ -371,7 +377,7 @@ export class TransactionPin {
       await this.#pooled.settling;
       if (lease.resource.broken) return lost;
       try {
-        if (this.#options.dialect === 'mysql' && (this.#committedByServer || !(await this.#mysqlInTransaction()))) {
+        if (this.#options.dialect === 'mysql' && (this.#committedByServer || !(await this.#mysqlStillOpen()))) {
           await this.#pooled.executeQuery(raw('ROLLBACK'));
           return {
             rolledBack: false,
@@ -397,9 +403,15 @@ export class TransactionPin {
     return outcome;
   }
 
-  async #mysqlInTransaction(): Promise<boolean> {
-    const { rows } = await this.#pooled.executeQuery<{ open: number | string }>(raw('SELECT @@in_transaction AS open'));
-    return Number(rows[0]?.open) === 1;
+  /** Whether MySQL's transaction is the one begun: its first savepoint is still there (a commit discards them all). */
+  async #mysqlStillOpen(): Promise<boolean> {
+    try {
+      await this.#pooled.executeQuery(raw(`ROLLBACK TO SAVEPOINT ${BEGIN_SAVEPOINT}`));
+      return true;
+    } catch (error) {
+      if (isMissingSavepoint(error)) return false;
+      throw error;
+    }
   }
 
   #checkUsable(): void {

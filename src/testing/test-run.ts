@@ -112,6 +112,7 @@ export async function startTestRun<DB = unknown>(options: TestRunOptions<DB>): P
   const runId = newRunId();
   const log = options.log ?? defaultLog;
   const failOnMissing = options.failOnMissing ?? process.env.CI === 'true';
+  const failsBecause = options.failOnMissing === undefined ? 'With CI=true this fails the run.' : 'failOnMissing: this fails the run.';
   const servers: ResolvedServer[] = [];
   const backends: Partial<Record<TestBackend, BackendPlan>> = {};
   const cleanups: Array<() => Promise<void>> = [];
@@ -145,7 +146,7 @@ export async function startTestRun<DB = unknown>(options: TestRunOptions<DB>): P
     const missing = found.flatMap(({ error }) => (error === undefined ? [] : [error]));
     if (missing.length > 0) {
       const summary = summarize(missing, options.servers);
-      if (failOnMissing) throw new NoTestServerError(missing.map((error) => error.backend).join(','), `${summary} With CI=true this fails the run.`, missing.flatMap((error) => error.reasons));
+      if (failOnMissing) throw new NoTestServerError(missing.map((error) => error.backend).join(','), `${summary} ${failsBecause}`, missing.flatMap((error) => error.reasons));
       log(`${summary} Their tests are SKIPPED (with CI=true they fail the run).`, 'warn');
       for (const error of missing) backends[error.backend as ServerBackend] = { available: false, reason: error.message };
     }
