@@ -1,7 +1,7 @@
 import { SluiceError } from '../errors.js';
 
 /** Why an acquire timed out; see `PoolTimeoutError`. */
-export type PoolTimeoutReason = 'exhausted' | 'create-failed' | 'create-pending' | 'validation';
+export type PoolTimeoutReason = 'exhausted' | 'create-failed' | 'create-pending' | 'validation' | 'budget';
 
 /**
  * An acquire's deadline passed before a resource was free.
@@ -16,6 +16,8 @@ export type PoolTimeoutReason = 'exhausted' | 'create-failed' | 'create-pending'
  *   server that accepts connections but does not answer, or a network that drops them).
  * - `validation`: the resource this caller got was still being validated (a zero or very
  *   short deadline); the resource stays in the pool.
+ * - `budget`: the pool had room, but no slot of its shared `budget` came free in time:
+ *   other pools (other processes) hold them all.
  */
 export class PoolTimeoutError extends SluiceError {
   readonly reason: PoolTimeoutReason;

@@ -11,7 +11,9 @@ export type DestroyReason =
   /** `pool.evict()` reported it broken (e.g. its socket closed while idle). */
   | 'evicted'
   /** The pool closed. */
-  | 'closed';
+  | 'closed'
+  /** Idle, and its slot of the pool's `budget` was wanted elsewhere (`budget.keep()` said no). */
+  | 'budget';
 
 /** Which step of the pool's own work failed, for `error` events. */
 export type PoolErrorPhase =

@@ -4,3 +4,4 @@ export type { CreateContext, PoolOptions, ReuseOrder, ValidateContext } from './
 export type { DestroyReason, PoolErrorPhase, PoolEventName, PoolEvents, PoolListener } from './events.js';
 export type { PoolStats, PoolTotals } from './stats.js';
 export { type PoolTimeoutReason, LeaseReleasedError, PoolClosedError, PoolCreateError, PoolQueueFullError, PoolTimeoutError } from './errors.js';
+export type { BudgetSlot, ConnectionBudget } from './budget.js';

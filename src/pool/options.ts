@@ -1,4 +1,5 @@
 import { InvalidOptionError } from '../errors.js';
+import type { ConnectionBudget } from './budget.js';
 
 /** What the pool passes to `create`. */
 export interface CreateContext {
@@ -105,6 +106,13 @@ export interface PoolOptions<R> {
   readonly housekeepingIntervalMs?: number;
   /** A name used in error messages, to tell pools apart. Default `pool`. */
   readonly name?: string;
+  /**
+   * A limit shared with other pools, in this process or others (see `ConnectionBudget`):
+   * a resource is created only with a slot of it, and gives the slot back once destroyed.
+   * `min` resources hold slots too. The pool closes the budget when it closes; a budget
+   * serves one pool. Default: none (only `max` bounds the pool).
+   */
+  readonly budget?: ConnectionBudget;
 }
 
 /** The options with every default filled in and checked. */
@@ -131,6 +139,7 @@ export interface ResolvedPoolOptions<R> {
   readonly closeTimeoutMs: number;
   readonly housekeepingIntervalMs: number;
   readonly name: string;
+  readonly budget: ConnectionBudget | undefined;
 }
 
 const SECOND = 1_000;
@@ -201,6 +210,18 @@ function defaultHousekeepingInterval(idleTimeoutMs: number, leakDetectionMs: num
   const enabled = [idleTimeoutMs, leakDetectionMs].filter((ms) => ms > 0);
   const shortest = enabled.length > 0 ? Math.min(...enabled) : 30 * SECOND;
   return Math.min(30 * SECOND, Math.max(10, Math.floor(shortest / 4)));
+}
+
+function checkBudget(budget: ConnectionBudget | undefined): ConnectionBudget | undefined {
+  if (budget === undefined) return undefined;
+  const complete =
+    budget !== null &&
+    typeof budget === 'object' &&
+    (['take', 'keep', 'attach', 'close'] as const).every((method) => typeof budget[method] === 'function');
+  if (!complete) {
+    throw new InvalidOptionError('budget', 'expected a ConnectionBudget (take, keep, attach and close), e.g. redisConnectionBudget(...).');
+  }
+  return budget;
 }
 
 export function resolvePoolOptions<R>(options: PoolOptions<R>): ResolvedPoolOptions<R> {
@@ -284,5 +305,6 @@ export function resolvePoolOptions<R>(options: PoolOptions<R>): ResolvedPoolOpti
     closeTimeoutMs: checkMilliseconds('closeTimeoutMs', options.closeTimeoutMs, 10 * SECOND, { allowInfinity: true }),
     housekeepingIntervalMs,
     name: options.name ?? 'pool',
+    budget: checkBudget(options.budget),
   };
 }

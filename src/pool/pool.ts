@@ -1,4 +1,5 @@
 import { describeError, InvalidOptionError, SluiceError } from '../errors.js';
+import type { BudgetSlot } from './budget.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { PoolClosedError, PoolCreateError, PoolQueueFullError, PoolTimeoutError } from './errors.js';
 import {
@@ -39,6 +40,8 @@ interface CreateAttempt {
   timer: Timer | undefined;
   /** Set once the attempt has been counted as finished (settled, timed out or closed). */
   finished: boolean;
+  /** True while it waits for a slot of the pool's budget (the create itself has not started). */
+  awaitingSlot: boolean;
 }
 
 const NEVER_ABORTED = new AbortController().signal;
@@ -101,6 +104,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     this.#validates = this.#options.validate !== undefined;
     this.#housekeepingTimer = setInterval(() => this.#housekeep(), this.#options.housekeepingIntervalMs);
     this.#housekeepingTimer.unref();
+    this.#options.budget?.attach(() => this.#giveBackIdleSlots());
     // Warm up after the caller has its `pool` binding: a factory may refer to it.
     if (this.#options.min > 0) queueMicrotask(() => this.#fill());
   }
@@ -250,6 +254,8 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     if (destroy) return this.#retire(entry, 'destroyed');
     if (entry.retireReason !== undefined) return this.#retire(entry, entry.retireReason);
     if (this.#closed) return this.#retire(entry, 'closed');
+    // Its slot is wanted by another pool: given back now rather than to our next waiter.
+    if (!this.#keepsSlot(entry)) return this.#retire(entry, 'budget');
     entry.lastReleasedAt = now();
     this.#offer(entry);
   }
@@ -373,6 +379,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     this.#detach(waiter);
     this.#aborted++;
     waiter.reject(waiter.signal!.reason);
+    this.#stopUnneededSlotWaits();
   }
 
   #armDeadlineTimer(deadline: number): void {
@@ -399,6 +406,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     }
     const next = this.#deadlines.peekDeadline();
     if (next !== Infinity) this.#armDeadlineTimer(next);
+    this.#stopUnneededSlotWaits();
   }
 
   #timeoutError(waitedMs: number): PoolTimeoutError {
@@ -413,6 +421,16 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
         `${name}: timed out after ${waited} ms waiting for a resource: creating one keeps failing ` +
           `(last error: ${describeError(failure.error)}; see cause). Is the database reachable?`,
         { cause: failure.error },
+      );
+    }
+    const budget = this.#options.budget;
+    if (budget !== undefined && this.#attempts.size > 0 && this.#all.size < max && this.#allAwaitSlots()) {
+      return new PoolTimeoutError(
+        'budget',
+        waitedMs,
+        `${name}: timed out after ${waited} ms waiting for a resource: the pool has room (size ${this.#all.size}/${max}) ` +
+          `but no slot of ${budget.description} came free: other pools hold them all. ` +
+          'Raise the shared limit, or hold connections for less time in every process.',
       );
     }
     if (this.#attempts.size > 0 && this.#all.size < max) {
@@ -556,8 +574,41 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
   }
 
   #startCreate(): void {
-    const attempt: CreateAttempt = { controller: new AbortController(), timer: undefined, finished: false };
+    const attempt: CreateAttempt = {
+      controller: new AbortController(),
+      timer: undefined,
+      finished: false,
+      awaitingSlot: false,
+    };
     this.#attempts.add(attempt);
+    const budget = this.#options.budget;
+    if (budget === undefined) {
+      this.#create(attempt, undefined);
+      return;
+    }
+    // A slot first; the create (and its timeout) starts once one is granted. The wait is
+    // bounded by the callers: it stops when none is left to need it.
+    attempt.awaitingSlot = true;
+    let taking: Promise<BudgetSlot>;
+    try {
+      taking = Promise.resolve(budget.take(attempt.controller.signal));
+    } catch (error) {
+      taking = Promise.reject(error);
+    }
+    taking.then(
+      (slot) => {
+        attempt.awaitingSlot = false;
+        if (attempt.finished) this.#releaseSlot(slot);
+        else this.#create(attempt, slot);
+      },
+      (error: unknown) => {
+        attempt.awaitingSlot = false;
+        this.#createFailed(attempt, error);
+      },
+    );
+  }
+
+  #create(attempt: CreateAttempt, slot: BudgetSlot | undefined): void {
     attempt.timer = startTimer(
       this.#options.createTimeoutMs,
       () => {
@@ -577,9 +628,71 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       created = Promise.reject(error);
     }
     created.then(
-      (resource) => this.#createSucceeded(attempt, resource),
-      (error: unknown) => this.#createFailed(attempt, error),
+      (resource) => this.#createSucceeded(attempt, resource, slot),
+      (error: unknown) => {
+        // Only now: a create that timed out may still have been opening its connection.
+        if (slot !== undefined) this.#releaseSlot(slot);
+        this.#createFailed(attempt, error);
+      },
     );
+  }
+
+  /** True when every create under way is still waiting for a budget slot. */
+  #allAwaitSlots(): boolean {
+    for (const attempt of this.#attempts) if (!attempt.awaitingSlot) return false;
+    return true;
+  }
+
+  /**
+   * Stops waiting for budget slots nobody needs any more (their callers timed out or gave
+   * up): a slot taken for nobody would sit idle while other processes wait for it.
+   */
+  #stopUnneededSlotWaits(): void {
+    if (this.#options.budget === undefined || this.#closed) return;
+    const needed = Math.max(this.#waiters.length, this.#options.min - this.#all.size, 0);
+    let surplus = this.#attempts.size - needed;
+    for (const attempt of [...this.#attempts]) {
+      if (surplus <= 0) return;
+      if (!attempt.awaitingSlot) continue;
+      surplus--;
+      attempt.controller.abort(new SluiceError('CREATE_CANCELLED', `${this.#options.name}: no caller needs this resource any more.`));
+      this.#finishAttempt(attempt);
+    }
+  }
+
+  /** Whether an idle (or returning) resource may keep its budget slot; `min` ones always do. */
+  #keepsSlot(entry: Entry<R>): boolean {
+    const budget = this.#options.budget;
+    if (budget === undefined || entry.slot === undefined || this.#all.size <= this.#options.min) return true;
+    try {
+      return budget.keep(entry.slot) !== false;
+    } catch (error) {
+      this.#emitError(error, 'hook');
+      return true;
+    }
+  }
+
+  /** The budget wants slots back: idle resources whose slots it asks for are destroyed. */
+  #giveBackIdleSlots(): void {
+    if (this.#closed) return;
+    for (let index = 0; index < this.#idle.length; ) {
+      const entry = this.#idle[index]!;
+      if (this.#keepsSlot(entry)) {
+        index++;
+        continue;
+      }
+      this.#idle.splice(index, 1);
+      this.#destroy(entry, 'budget');
+    }
+    this.#fill();
+  }
+
+  #releaseSlot(slot: BudgetSlot): void {
+    try {
+      slot.release();
+    } catch (error) {
+      this.#emitError(error, 'hook');
+    }
   }
 
   #finishAttempt(attempt: CreateAttempt): boolean {
@@ -591,11 +704,11 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     return true;
   }
 
-  #createSucceeded(attempt: CreateAttempt, resource: R): void {
+  #createSucceeded(attempt: CreateAttempt, resource: R, slot: BudgetSlot | undefined): void {
     if (!this.#finishAttempt(attempt)) {
       // It came back after its attempt timed out or the pool closed: nobody wants it.
       this.#created++;
-      this.#destroyResource(resource, this.#closed ? 'closed' : 'destroyed');
+      this.#destroyResource(resource, this.#closed ? 'closed' : 'destroyed', slot);
       return;
     }
     this.#created++;
@@ -608,6 +721,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       state: 'leased',
       lease: undefined,
       retireReason: undefined,
+      slot,
     };
     const { maxLifetimeMs, maxLifetimeJitterMs } = this.#options;
     if (maxLifetimeMs > 0) {
@@ -703,11 +817,12 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     entry.lease = undefined;
     clearTimeout(entry.lifetimeTimer);
     this.#all.delete(entry);
-    this.#destroyResource(entry.resource, reason);
+    this.#destroyResource(entry.resource, reason, entry.slot);
     this.#notifyDrained();
   }
 
-  #destroyResource(resource: R, reason: DestroyReason): void {
+  /** Destroys a resource; its budget slot, if any, is released once the destroy has finished. */
+  #destroyResource(resource: R, reason: DestroyReason, slot?: BudgetSlot): void {
     this.#destroyed++;
     if (this.#events.has('destroy')) this.#events.emit('destroy', { resource, reason });
     let done: Promise<void>;
@@ -718,8 +833,10 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       );
     } catch (error) {
       this.#emitError(error, 'destroy');
+      if (slot !== undefined) this.#releaseSlot(slot);
       return;
     }
+    if (slot !== undefined) done = done.then(() => this.#releaseSlot(slot));
     this.#destroying.add(done);
     void done.then(() => this.#destroying.delete(done));
   }
@@ -800,6 +917,8 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
         'close',
       );
     }
+    // Last: the budget gives back what is still held (a destroy that never finished).
+    await this.#options.budget?.close().catch((error: unknown) => this.#emitError(error, 'close'));
     this.#events.emit('close', {});
   }
 

@@ -1,3 +1,4 @@
+import type { BudgetSlot } from './budget.js';
 import type { DestroyReason } from './events.js';
 import type { PoolLease } from './lease.js';
 
@@ -18,4 +19,6 @@ export interface PooledResource<R> {
   lease: PoolLease<R, PooledResource<R>> | undefined;
   /** Set when it must be destroyed as soon as its holder gives it back (evicted while busy). */
   retireReason: DestroyReason | undefined;
+  /** Its slot of the pool's `budget`, if the pool has one: released once it is destroyed. */
+  readonly slot: BudgetSlot | undefined;
 }

@@ -1,0 +1,442 @@
+import { hostname } from 'node:os';
+import type { ConnectionOptions as TlsOptions } from 'node:tls';
+import { Redis } from 'ioredis';
+import { describeError, InvalidOptionError, SluiceError } from '../../errors.js';
+import type { BudgetSlot, ConnectionBudget } from '../../pool/budget.js';
+import { checkMilliseconds } from '../../pool/options.js';
+import { BUDGET_SCRIPT } from './budget-script.js';
+
+/** What to do while Redis cannot be reached. */
+export type BudgetUnavailablePolicy =
+  /** Open no new connection (the pool's callers time out, with this as the cause); keep the open ones while the lease lasts. */
+  | 'fail-closed'
+  /** Allow this process up to `localLimit` connections on its own, until Redis answers again. */
+  | { readonly localLimit: number };
+
+export interface RedisConnectionBudgetOptions {
+  /** The Redis server holding the budget: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. */
+  readonly url: string;
+  /**
+   * The budget's name: every pool, in any process, given the same `key` (on the same Redis)
+   * shares one `limit`. Keys made from it are `{key}:holders`, `{key}:leases`, `{key}:waiting`.
+   */
+  readonly key: string;
+  /** How many connections all the pools sharing `key` may hold together. Every one must pass the same. */
+  readonly limit: number;
+  /**
+   * How long a process's slots stay counted after its last word: a process that dies
+   * without closing its pool frees its share this long after. Live processes renew well
+   * before (every `renewIntervalMs`). Default 15 s: rides out a long GC pause or a Redis
+   * failover; a crash costs that long at most.
+   */
+  readonly leaseMs?: number;
+  /** How often the lease is renewed (and the budget's fair shares re-read). Default the lesser of 1 s and `leaseMs / 5`. */
+  readonly renewIntervalMs?: number;
+  /** The longest wait for one Redis round trip; past it Redis counts as unavailable. Default 1 s. */
+  readonly redisTimeoutMs?: number;
+  /** While Redis cannot be reached. Default `'fail-closed'` (see `BudgetUnavailablePolicy`). */
+  readonly whenUnavailable?: BudgetUnavailablePolicy;
+  /** TLS settings for the Redis connection, as `node:tls` takes them (a `rediss://` URL turns TLS on too). */
+  readonly tls?: TlsOptions;
+}
+
+/** A snapshot of a budget, for metrics and debugging. */
+export interface RedisConnectionBudgetStats {
+  /** Slots this process holds and Redis counts. */
+  readonly held: number;
+  /** Creates of this process waiting for a slot. */
+  readonly waiting: number;
+  /** The fair share of one process at the last answer from Redis. */
+  readonly share: number;
+  /** Whether, at the last answer, another process waited below its fair share. */
+  readonly contended: boolean;
+  /** False while Redis cannot be reached. */
+  readonly available: boolean;
+  /** Slots taken back from this process (its lease had expired and the budget was full meanwhile). */
+  readonly revoked: number;
+}
+
+/** A connection budget kept in Redis, shared by every process whose pool names the same key. */
+export interface RedisConnectionBudget extends ConnectionBudget {
+  stats(): RedisConnectionBudgetStats;
+}
+
+/**
+ * The budget could not be consulted (Redis down, unreachable or too slow) and its policy is
+ * `'fail-closed'`: no connection is opened until it answers. The Redis error is the `cause`.
+ */
+export class BudgetUnavailableError extends SluiceError {
+  constructor(message: string, options: { readonly cause: unknown }) {
+    super('BUDGET_UNAVAILABLE', message, options);
+  }
+}
+
+type SlotState = 'held' | 'yielding' | 'revoked' | 'released';
+
+class Slot implements BudgetSlot {
+  state: SlotState = 'held';
+  readonly #budget: Budget;
+
+  constructor(budget: Budget) {
+    this.#budget = budget;
+  }
+
+  release(): void {
+    this.#budget.release(this);
+  }
+}
+
+interface PendingTake {
+  readonly resolve: (slot: Slot) => void;
+  readonly reject: (error: unknown) => void;
+  readonly signal: AbortSignal;
+  readonly onAbort: () => void;
+}
+
+interface BudgetRedis extends Redis {
+  sluiceBudget(holders: string, leases: string, waiting: string, ...args: Array<string | number>): Promise<[number, number, number]>;
+}
+
+const SECOND = 1_000;
+/** A create waiting for a slot asks again after this, doubling up to POLL_MAX_MS. */
+const POLL_FIRST_MS = 20;
+const POLL_MAX_MS = 250;
+
+/**
+ * A connection budget in Redis: give it to a pool as `budget`, and the pools of every
+ * process that names the same `key` together hold at most `limit` connections.
+ *
+ * ```ts
+ * const database = connect(process.env.DATABASE_URL, {
+ *   pool: { max: 10, budget: redisConnectionBudget({ url: process.env.REDIS_URL, key: 'orders-db', limit: 40 }) },
+ * });
+ * ```
+ *
+ * Each process holds a lease on its slots, renewed every `renewIntervalMs` and expiring
+ * `leaseMs` after its last renewal. Slots are shared fairly: while a process waits with
+ * fewer than its share (`limit` / processes), the others give back idle connections above
+ * their share, and get no new slot. Redis unreachable: see `whenUnavailable`. One budget
+ * serves one pool, which closes it.
+ */
+export function redisConnectionBudget(options: RedisConnectionBudgetOptions): RedisConnectionBudget {
+  return new Budget(options);
+}
+
+class Budget implements RedisConnectionBudget {
+  readonly description: string;
+  readonly #redis: BudgetRedis;
+  readonly #keys: readonly [string, string, string];
+  readonly #holder = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`;
+  readonly #limit: number;
+  readonly #leaseMs: number;
+  readonly #timeoutMs: number;
+  readonly #localLimit: number | undefined;
+  readonly #slots = new Set<Slot>();
+  readonly #pending: PendingTake[] = [];
+  readonly #renewTimer: ReturnType<typeof setInterval>;
+  #pollTimer: ReturnType<typeof setTimeout> | undefined;
+  #pollDelayMs = POLL_FIRST_MS;
+  #recheck: (() => void) | undefined;
+  #attached = false;
+  #closed = false;
+
+  #share: number;
+  #contended = false;
+  #yielding = 0;
+  #revoked = 0;
+  /** The one sync in flight: calls are serialized, so each states the holder's count as it stands. */
+  #syncing: Promise<void> | undefined;
+  #syncAgain = false;
+  #releasedInFlight = 0;
+  #lastAnswerAt = performance.now();
+  #unavailable: unknown = undefined;
+  /** Redis counts nothing of ours: no need to renew. */
+  #idleInRedis = true;
+
+  constructor(options: RedisConnectionBudgetOptions) {
+    if (options === null || typeof options !== 'object') {
+      throw new InvalidOptionError('options', 'expected { url, key, limit }.');
+    }
+    const { url, key, limit } = options;
+    if (typeof url !== 'string' || !/^rediss?:\/\//i.test(url)) {
+      throw new InvalidOptionError('url', 'expected a redis:// or rediss:// URL.');
+    }
+    if (typeof key !== 'string' || key === '' || key.length > 200 || /[{}\s]/.test(key)) {
+      throw new InvalidOptionError('key', 'expected a non-empty name of at most 200 characters, without braces or spaces.');
+    }
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new InvalidOptionError('limit', 'expected a whole number of connections, 1 or more.');
+    }
+    this.#limit = limit;
+    this.#share = limit;
+    this.#leaseMs = checkMilliseconds('leaseMs', options.leaseMs, 15 * SECOND, { least: 100 });
+    const renewMs = checkMilliseconds('renewIntervalMs', options.renewIntervalMs, Math.min(SECOND, Math.floor(this.#leaseMs / 5)), {
+      least: 10,
+    });
+    if (renewMs * 2 > this.#leaseMs) {
+      throw new InvalidOptionError('renewIntervalMs', 'must be at most half of leaseMs, so that a lease is renewed before it expires.');
+    }
+    this.#timeoutMs = checkMilliseconds('redisTimeoutMs', options.redisTimeoutMs, SECOND, { least: 1 });
+    const policy = options.whenUnavailable ?? 'fail-closed';
+    if (policy === 'fail-closed') this.#localLimit = undefined;
+    else if (policy !== null && typeof policy === 'object' && Number.isSafeInteger(policy.localLimit) && policy.localLimit >= 0 && policy.localLimit <= limit) {
+      this.#localLimit = policy.localLimit;
+    } else {
+      throw new InvalidOptionError('whenUnavailable', `expected 'fail-closed' or { localLimit } with localLimit from 0 to limit (${limit}).`);
+    }
+    this.description = `the Redis connection budget "${key}" (limit ${limit})`;
+    this.#keys = [`{${key}}:holders`, `{${key}}:leases`, `{${key}}:waiting`];
+
+    this.#redis = new Redis(url, {
+      lazyConnect: true,
+      // A command while disconnected fails at once instead of queueing: the policy decides.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: this.#timeoutMs,
+      connectTimeout: this.#timeoutMs,
+      retryStrategy: (times) => Math.min(50 * 2 ** times, 2 * SECOND),
+      connectionName: 'sluice-budget',
+      ...(options.tls !== undefined ? { tls: options.tls } : {}),
+    }) as BudgetRedis;
+    // Reported through the failing calls (and the pool's `error` events): never unheard.
+    this.#redis.on('error', () => {});
+    this.#redis.defineCommand('sluiceBudget', { numberOfKeys: 3, lua: BUDGET_SCRIPT });
+    this.#renewTimer = setInterval(() => this.#renew(), renewMs);
+    this.#renewTimer.unref();
+  }
+
+  attach(recheck: () => void): void {
+    if (this.#attached) {
+      throw new InvalidOptionError('budget', 'this budget already serves a pool: make one budget per pool (they may share a key).');
+    }
+    this.#attached = true;
+    this.#recheck = recheck;
+  }
+
+  take(signal: AbortSignal): Promise<BudgetSlot> {
+    if (this.#closed) return Promise.reject(new SluiceError('BUDGET_CLOSED', `${this.description} is closed.`));
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise<BudgetSlot>((resolve, reject) => {
+      const take: PendingTake = {
+        resolve,
+        reject,
+        signal,
+        onAbort: () => {
+          const index = this.#pending.indexOf(take);
+          if (index !== -1) this.#pending.splice(index, 1);
+          reject(signal.reason);
+        },
+      };
+      signal.addEventListener('abort', take.onAbort, { once: true });
+      this.#pending.push(take);
+      this.#pollDelayMs = POLL_FIRST_MS;
+      this.#sync();
+    });
+  }
+
+  keep(slot: BudgetSlot): boolean {
+    const own = slot as Slot;
+    if (own.state === 'revoked') return false;
+    if (own.state === 'yielding') return false;
+    // Give back what is above our share while another process waits below its own.
+    if (own.state === 'held' && this.#contended && this.#held() - this.#yielding > this.#share) {
+      own.state = 'yielding';
+      this.#yielding++;
+      return false;
+    }
+    return true;
+  }
+
+  /** Called by a slot: its connection is gone. */
+  release(slot: Slot): void {
+    if (slot.state === 'released') return;
+    const counted = slot.state !== 'revoked';
+    if (slot.state === 'yielding') this.#yielding--;
+    slot.state = 'released';
+    this.#slots.delete(slot);
+    if (!counted) return;
+    if (this.#syncing !== undefined) this.#releasedInFlight++;
+    // At once: another process may be waiting for it.
+    this.#sync();
+  }
+
+  stats(): RedisConnectionBudgetStats {
+    return {
+      held: this.#held(),
+      waiting: this.#pending.length,
+      share: this.#share,
+      contended: this.#contended,
+      available: this.#unavailable === undefined,
+      revoked: this.#revoked,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#renewTimer);
+    clearTimeout(this.#pollTimer);
+    const closed = new SluiceError('BUDGET_CLOSED', `${this.description} closed.`);
+    for (const take of this.#pending.splice(0)) this.#settle(take, closed);
+    await this.#syncing;
+    // Whatever is still held is given back: the pool has destroyed (or given up on) it all.
+    for (const slot of this.#slots) slot.state = 'released';
+    this.#slots.clear();
+    this.#yielding = 0;
+    if (!this.#idleInRedis) await this.#call(0, 0).catch(() => {});
+    try {
+      await Promise.race([this.#redis.quit(), new Promise((resolve) => setTimeout(resolve, this.#timeoutMs).unref())]);
+    } catch {
+      // Already disconnected.
+    }
+    this.#redis.disconnect();
+  }
+
+  // --- talking to Redis -------------------------------------------------------------------
+
+  #held(): number {
+    return this.#slots.size;
+  }
+
+  #renew(): void {
+    if (this.#idleInRedis && this.#held() === 0 && this.#pending.length === 0) return;
+    this.#sync();
+  }
+
+  /** Runs a sync now, or right after the one in flight. */
+  #sync(): void {
+    if (this.#closed) return;
+    if (this.#syncing !== undefined) {
+      this.#syncAgain = true;
+      return;
+    }
+    this.#syncing = (async () => {
+      do {
+        this.#syncAgain = false;
+        await this.#syncOnce();
+      } while (this.#syncAgain && !this.#closed);
+      this.#syncing = undefined;
+    })();
+  }
+
+  async #syncOnce(): Promise<void> {
+    const sentHeld = this.#held();
+    const want = this.#pending.length;
+    this.#releasedInFlight = 0;
+    let answer: [number, number, number];
+    try {
+      answer = await this.#call(sentHeld, want);
+    } catch (error) {
+      this.#onUnavailable(error);
+      return;
+    }
+    this.#lastAnswerAt = performance.now();
+    this.#unavailable = undefined;
+    const [mine, share, contended] = answer;
+    this.#idleInRedis = mine === 0;
+    this.#share = share;
+    this.#contended = contended === 1;
+    // Releases made meanwhile are not in `mine` yet: the next sync states them.
+    if (this.#releasedInFlight > 0) this.#syncAgain = true;
+    if (mine > sentHeld) {
+      let granted = mine - sentHeld;
+      while (granted > 0 && this.#pending.length > 0) {
+        this.#grant(this.#pending.shift()!);
+        granted--;
+      }
+      // Granted to a create that stopped waiting meanwhile: the next sync hands it back.
+      if (granted > 0) this.#syncAgain = true;
+    } else if (mine < sentHeld) {
+      // Our lease expired while we lived, and the budget filled up meanwhile.
+      this.#revoke(sentHeld - mine);
+    }
+    if (this.#contended && this.#held() - this.#yielding > this.#share) this.#recheck?.();
+    this.#schedulePoll();
+  }
+
+  #call(held: number, want: number): Promise<[number, number, number]> {
+    const [holders, leases, waiting] = this.#keys;
+    return this.#ready().then(() =>
+      this.#redis.sluiceBudget(holders, leases, waiting, this.#holder, held, want, this.#limit, this.#leaseMs, 2 * POLL_MAX_MS + this.#timeoutMs),
+    );
+  }
+
+  /** Resolves once connected, within the Redis timeout. */
+  async #ready(): Promise<void> {
+    const redis = this.#redis;
+    if (redis.status === 'ready') return;
+    if (redis.status === 'wait' || redis.status === 'end') void redis.connect().catch(() => {});
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => done(new SluiceError('REDIS_TIMEOUT', `Redis did not answer within ${this.#timeoutMs} ms.`)), this.#timeoutMs);
+      const onReady = (): void => done(undefined);
+      const onEnd = (): void => done(new SluiceError('REDIS_UNREACHABLE', 'The Redis connection closed.'));
+      const done = (error: unknown): void => {
+        clearTimeout(timer);
+        redis.off('ready', onReady);
+        redis.off('end', onEnd);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      redis.once('ready', onReady);
+      redis.once('end', onEnd);
+    });
+  }
+
+  #onUnavailable(error: unknown): void {
+    this.#unavailable = error;
+    const leaseLost = performance.now() - this.#lastAnswerAt > this.#leaseMs;
+    const localLimit = this.#localLimit;
+    if (localLimit === undefined) {
+      // Fail closed: no slot until Redis answers. The pool retries, with backoff.
+      const refusal = new BudgetUnavailableError(
+        `${this.description} cannot be consulted (${describeError(error)}): no new connection opens until Redis answers ` +
+          "(whenUnavailable: 'fail-closed'). Pass whenUnavailable: { localLimit } to allow some meanwhile.",
+        { cause: error },
+      );
+      for (const take of this.#pending.splice(0)) this.#settle(take, refusal);
+      // Redis may have expired our lease and given our slots to others: give them up.
+      if (leaseLost) this.#revoke(this.#held());
+    } else {
+      while (this.#pending.length > 0 && this.#held() < localLimit) this.#grant(this.#pending.shift()!);
+      if (leaseLost && this.#held() > localLimit) this.#revoke(this.#held() - localLimit);
+      this.#schedulePoll();
+    }
+  }
+
+  #grant(take: PendingTake): void {
+    const slot = new Slot(this);
+    this.#slots.add(slot);
+    take.signal.removeEventListener('abort', take.onAbort);
+    take.resolve(slot);
+  }
+
+  #settle(take: PendingTake, error: unknown): void {
+    take.signal.removeEventListener('abort', take.onAbort);
+    take.reject(error);
+  }
+
+  /** Takes `count` slots back: they are no longer counted, and their connections close once idle. */
+  #revoke(count: number): void {
+    if (count <= 0) return;
+    // Slots already on their way back first, then the rest.
+    const order = [...this.#slots].sort((a, b) => Number(b.state === 'yielding') - Number(a.state === 'yielding'));
+    for (const slot of order.slice(0, count)) {
+      if (slot.state === 'yielding') this.#yielding--;
+      slot.state = 'revoked';
+      this.#slots.delete(slot);
+      this.#revoked++;
+    }
+    this.#recheck?.();
+  }
+
+  /** While creates wait for a slot, ask again, backing off. */
+  #schedulePoll(): void {
+    if (this.#closed || this.#pending.length === 0 || this.#pollTimer !== undefined) return;
+    const delay = this.#pollDelayMs * (0.75 + Math.random() / 2);
+    this.#pollDelayMs = Math.min(POLL_MAX_MS, this.#pollDelayMs * 2);
+    this.#pollTimer = setTimeout(() => {
+      this.#pollTimer = undefined;
+      this.#sync();
+    }, delay);
+  }
+}
