@@ -32,6 +32,10 @@ export interface RunningChild {
   /** What it has printed so far. */
   output(): { readonly stdout: string; readonly stderr: string };
   readonly exited: Promise<ChildOutcome>;
+  /** Its process id. */
+  readonly pid: number | undefined;
+  /** Sends it a signal (SIGKILL: dies at once, as a crashed process does). */
+  kill(signal: NodeJS.Signals): void;
 }
 
 /**
@@ -55,5 +59,5 @@ export function startNode(args: readonly string[], options: { readonly env?: Rea
       resolve({ code, signal, stdout, stderr });
     }),
   );
-  return { output: () => ({ stdout, stderr }), exited };
+  return { output: () => ({ stdout, stderr }), exited, pid: child.pid, kill: (signal) => child.kill(signal) };
 }
