@@ -11,6 +11,7 @@ export default defineConfig({
       { find: /^sluice$/, replacement: source('./src/index.ts') },
       { find: /^sluice\/testing$/, replacement: source('./src/testing/index.ts') },
       { find: /^sluice\/testing\/vitest$/, replacement: source('./src/testing/vitest.ts') },
+      { find: /^sluice\/redis$/, replacement: source('./src/redis.ts') },
     ],
   },
   test: {

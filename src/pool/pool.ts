@@ -102,9 +102,10 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     this.#lifo = this.#options.reuse === 'lifo';
     this.#leakDetection = this.#options.leakDetectionMs > 0;
     this.#validates = this.#options.validate !== undefined;
+    // First: a budget that refuses this pool (it serves another) leaves nothing running.
+    this.#options.budget?.attach(() => this.#giveBackIdleSlots());
     this.#housekeepingTimer = setInterval(() => this.#housekeep(), this.#options.housekeepingIntervalMs);
     this.#housekeepingTimer.unref();
-    this.#options.budget?.attach(() => this.#giveBackIdleSlots());
     // Warm up after the caller has its `pool` binding: a factory may refer to it.
     if (this.#options.min > 0) queueMicrotask(() => this.#fill());
   }

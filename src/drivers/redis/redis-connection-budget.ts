@@ -134,6 +134,9 @@ class Budget implements RedisConnectionBudget {
   readonly #slots = new Set<Slot>();
   readonly #pending: PendingTake[] = [];
   readonly #renewTimer: ReturnType<typeof setInterval>;
+  readonly #renewMs: number;
+  /** Fires just before our lease would expire in Redis, unless a renewal succeeded meanwhile. */
+  #leaseTimer: ReturnType<typeof setTimeout> | undefined;
   #pollTimer: ReturnType<typeof setTimeout> | undefined;
   #pollDelayMs = POLL_FIRST_MS;
   #recheck: (() => void) | undefined;
@@ -147,8 +150,6 @@ class Budget implements RedisConnectionBudget {
   /** The one sync in flight: calls are serialized, so each states the holder's count as it stands. */
   #syncing: Promise<void> | undefined;
   #syncAgain = false;
-  #releasedInFlight = 0;
-  #lastAnswerAt = performance.now();
   #unavailable: unknown = undefined;
   /** Redis counts nothing of ours: no need to renew. */
   #idleInRedis = true;
@@ -201,6 +202,7 @@ class Budget implements RedisConnectionBudget {
     // Reported through the failing calls (and the pool's `error` events): never unheard.
     this.#redis.on('error', () => {});
     this.#redis.defineCommand('sluiceBudget', { numberOfKeys: 3, lua: BUDGET_SCRIPT });
+    this.#renewMs = renewMs;
     this.#renewTimer = setInterval(() => this.#renew(), renewMs);
     this.#renewTimer.unref();
   }
@@ -255,7 +257,6 @@ class Budget implements RedisConnectionBudget {
     slot.state = 'released';
     this.#slots.delete(slot);
     if (!counted) return;
-    if (this.#syncing !== undefined) this.#releasedInFlight++;
     // At once: another process may be waiting for it.
     this.#sync();
   }
@@ -276,6 +277,7 @@ class Budget implements RedisConnectionBudget {
     this.#closed = true;
     clearInterval(this.#renewTimer);
     clearTimeout(this.#pollTimer);
+    clearTimeout(this.#leaseTimer);
     const closed = new SluiceError('BUDGET_CLOSED', `${this.description} closed.`);
     for (const take of this.#pending.splice(0)) this.#settle(take, closed);
     await this.#syncing;
@@ -322,7 +324,8 @@ class Budget implements RedisConnectionBudget {
   async #syncOnce(): Promise<void> {
     const sentHeld = this.#held();
     const want = this.#pending.length;
-    this.#releasedInFlight = 0;
+    // Redis runs the script after this, so our lease (if renewed) lasts at least until sentAt + leaseMs.
+    const sentAt = performance.now();
     let answer: [number, number, number];
     try {
       answer = await this.#call(sentHeld, want);
@@ -330,26 +333,25 @@ class Budget implements RedisConnectionBudget {
       this.#onUnavailable(error);
       return;
     }
-    this.#lastAnswerAt = performance.now();
     this.#unavailable = undefined;
     const [mine, share, contended] = answer;
     this.#idleInRedis = mine === 0;
+    this.#armLeaseTimer(mine > 0 ? sentAt : undefined);
     this.#share = share;
     this.#contended = contended === 1;
-    // Releases made meanwhile are not in `mine` yet: the next sync states them.
-    if (this.#releasedInFlight > 0) this.#syncAgain = true;
     if (mine > sentHeld) {
       let granted = mine - sentHeld;
       while (granted > 0 && this.#pending.length > 0) {
         this.#grant(this.#pending.shift()!);
         granted--;
       }
-      // Granted to a create that stopped waiting meanwhile: the next sync hands it back.
-      if (granted > 0) this.#syncAgain = true;
     } else if (mine < sentHeld) {
       // Our lease expired while we lived, and the budget filled up meanwhile.
       this.#revoke(sentHeld - mine);
     }
+    // Redis counts other than we hold (releases or revocations meanwhile, a grant for a
+    // create that stopped waiting): the next sync states it.
+    if (this.#held() !== mine) this.#syncAgain = true;
     if (this.#contended && this.#held() - this.#yielding > this.#share) this.#recheck?.();
     this.#schedulePoll();
   }
@@ -382,9 +384,26 @@ class Budget implements RedisConnectionBudget {
     });
   }
 
+  /**
+   * Our lease, renewed at `renewedAt`, runs out in Redis `leaseMs` later, when others may
+   * take our slots. Unless a renewal succeeds first, we give them up just before: idle
+   * connections close at once, leased ones when they come back.
+   */
+  #armLeaseTimer(renewedAt: number | undefined): void {
+    clearTimeout(this.#leaseTimer);
+    this.#leaseTimer = undefined;
+    if (renewedAt === undefined || this.#closed) return;
+    const margin = Math.min(this.#renewMs, this.#leaseMs / 4);
+    this.#leaseTimer = setTimeout(() => {
+      this.#leaseTimer = undefined;
+      const keep = this.#localLimit ?? 0;
+      if (this.#held() > keep) this.#revoke(this.#held() - keep);
+    }, renewedAt + this.#leaseMs - margin - performance.now());
+    this.#leaseTimer.unref();
+  }
+
   #onUnavailable(error: unknown): void {
     this.#unavailable = error;
-    const leaseLost = performance.now() - this.#lastAnswerAt > this.#leaseMs;
     const localLimit = this.#localLimit;
     if (localLimit === undefined) {
       // Fail closed: no slot until Redis answers. The pool retries, with backoff.
@@ -394,11 +413,8 @@ class Budget implements RedisConnectionBudget {
         { cause: error },
       );
       for (const take of this.#pending.splice(0)) this.#settle(take, refusal);
-      // Redis may have expired our lease and given our slots to others: give them up.
-      if (leaseLost) this.#revoke(this.#held());
     } else {
       while (this.#pending.length > 0 && this.#held() < localLimit) this.#grant(this.#pending.shift()!);
-      if (leaseLost && this.#held() > localLimit) this.#revoke(this.#held() - localLimit);
       this.#schedulePoll();
     }
   }

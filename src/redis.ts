@@ -1,0 +1,12 @@
+/**
+ * `sluice/redis`: what sluice does with Redis. A separate entry, so that `sluice` itself
+ * never loads `ioredis` (an optional peer dependency: install it to use this entry).
+ */
+export {
+  BudgetUnavailableError,
+  redisConnectionBudget,
+  type BudgetUnavailablePolicy,
+  type RedisConnectionBudget,
+  type RedisConnectionBudgetOptions,
+  type RedisConnectionBudgetStats,
+} from './drivers/redis/redis-connection-budget.js';
