@@ -8,6 +8,7 @@ import { type DeadlineOptions, withDeadline, withoutDeadline } from './deadline-
 import { checkSqliteTransaction, PoolKyselyDriver } from './kysely-driver.js';
 import type { TransactionPin } from './pinned-transaction.js';
 import { SluiceDialect } from './sluice-dialect.js';
+import type { WriteObserver } from './write-observers.js';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { resolve as resolvePath } from 'node:path';
 
@@ -368,7 +369,22 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
       waitTimeoutMs: poolOptions?.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS,
     }),
   );
+  writeObservers.set(database, (observer) => kyselyDriver.observers.add(observer));
   return database;
+}
+
+/** How to listen to the writes of each database connect() made (see observeWrites). */
+const writeObservers = new WeakMap<object, (observer: WriteObserver) => () => void>();
+
+/**
+ * Tells `observer` of the writes made through `database` (Kysely-built INSERT, UPDATE,
+ * DELETE and MERGE, through `database.db`, models, repositories and transactions), until
+ * the function returned is called: how a query cache learns what to invalidate.
+ */
+export function observeWrites<DB>(database: Database<DB>, observer: WriteObserver): () => void {
+  const observe = writeObservers.get(database);
+  if (observe === undefined) throw new InvalidOptionError('database', 'not a database made by connect().');
+  return observe(observer);
 }
 
 /** How to pin a transaction on each database connect() made (see pinTransaction). */

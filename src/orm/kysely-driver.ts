@@ -5,6 +5,7 @@ import { type Pool, PoolCreateError } from '../pool/index.js';
 import { anySignal, currentDeadline, withoutDeadline } from './deadline-scope.js';
 import { PinnedConnection, type PinOptions, TransactionPin } from './pinned-transaction.js';
 import { type CallOptions, type DeadlineSource, giveBack, PooledConnection } from './pooled-connection.js';
+import { WriteObservers } from './write-observers.js';
 
 /**
  * SQLite transactions are serializable, and nothing else: another isolation level is refused
@@ -32,6 +33,8 @@ export class PoolKyselyDriver implements KyselyDriver {
   /** A transaction every query runs in while it is set (a test's: see pinned-transaction.ts). */
   #pin: TransactionPin | undefined;
   #pinning = false;
+  /** Query caches listening to this database's writes (see observeWrites in connect.ts). */
+  readonly observers = new WriteObservers();
 
   constructor(pool: Pool<DriverConnection>, driver: Driver, statementTimeoutMs: number) {
     this.#pool = pool;
@@ -57,8 +60,15 @@ export class PoolKyselyDriver implements KyselyDriver {
     try {
       const connection = (await this.acquireConnection()) as PooledConnection;
       let pin: TransactionPin | undefined;
-      const onEnd = (): void => {
+      // Every table the test writes is told to query caches as it is written (the test reads
+      // its own writes); and again when the pin ends, since the rollback undoes them: cached
+      // results holding the test's rows must not be served to the next test.
+      connection.pinnedWrites = new Set();
+      const onEnd = async (): Promise<void> => {
         if (this.#pin === pin) this.#pin = undefined;
+        const written = connection.pinnedWrites;
+        connection.pinnedWrites = undefined;
+        if (written !== undefined && written.size > 0) await this.observers.current?.written([...written]);
       };
       pin = await TransactionPin.begin(connection, { ...options, dialect: this.#driver.dialect, onEnd });
       this.#pin = pin;
@@ -79,7 +89,7 @@ export class PoolKyselyDriver implements KyselyDriver {
         ...(signal !== undefined ? { signal } : {}),
         ...(remainingMs !== undefined && remainingMs !== Infinity ? { timeoutMs: remainingMs } : {}),
       });
-      return new PooledConnection(lease, this.#deadline);
+      return new PooledConnection(lease, this.#deadline, this.observers);
     } catch (error) {
       // A wrong password or an unknown database reaches the caller as itself
       // (AUTH_FAILED, UNKNOWN_DATABASE), not wrapped in the pool's POOL_CREATE_FAILED.
@@ -93,6 +103,8 @@ export class PoolKyselyDriver implements KyselyDriver {
       if (this.#driver.dialect === 'sqlite') checkSqliteTransaction(settings);
       return connection.pin.begin(connection);
     }
+    // Its writes are told to query caches when it ends (see PooledConnection.transaction).
+    (connection as PooledConnection).transaction = { tables: new Set(), observer: undefined };
     const isolation = settings.isolationLevel;
     const access = settings.accessMode;
     if (this.#driver.dialect === 'mysql') {
@@ -116,12 +128,36 @@ export class PoolKyselyDriver implements KyselyDriver {
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     if (connection instanceof PinnedConnection) return connection.pin.commit(connection);
-    await this.#run(connection, 'COMMIT');
+    const pooled = connection as PooledConnection;
+    try {
+      await this.#run(connection, 'COMMIT');
+    } finally {
+      // A failed COMMIT too: the server may have committed before the connection was lost.
+      await this.#ended(pooled, true);
+    }
+  }
+
+  /**
+   * The end of `pooled`'s transaction: query caches hear of its writes (awaited, before the
+   * caller of commit hears back), and stop skipping the tables it wrote. A rollback is told
+   * as a write on MySQL, where a DDL statement commits the transaction implicitly.
+   */
+  async #ended(pooled: PooledConnection, committed: boolean): Promise<void> {
+    const transaction = pooled.transaction;
+    pooled.transaction = undefined;
+    if (transaction === undefined || transaction.tables.size === 0) return;
+    const tables = [...transaction.tables];
+    try {
+      if (committed || this.#driver.dialect === 'mysql') await this.observers.current?.written(tables);
+    } finally {
+      transaction.observer?.pending(tables, -1);
+    }
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     if (connection instanceof PinnedConnection) return connection.pin.rollback(connection);
     const pooled = connection as PooledConnection;
+    await this.#ended(pooled, false);
     // The server rolls back a closed connection's transaction; a connection still settling
     // a cancelled statement is rolled back by reset() once it has: before it goes back to
     // the pool, or before its next statement (rollbackPending), so the caller does not wait

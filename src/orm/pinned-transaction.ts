@@ -31,8 +31,11 @@ export interface PinOptions {
   readonly insideScope: () => boolean;
   /** How long a caller waits for the connection when no deadline is in force (the pool's acquire timeout). */
   readonly waitTimeoutMs: number;
-  /** Called once the pin has ended, to route queries to the pool again. */
-  readonly onEnd: () => void;
+  /**
+   * Called when the pin ends, to route queries to the pool again (at once), and to tell
+   * query caches of the tables the test wrote (end() settles once that is done). Never rejects.
+   */
+  readonly onEnd: () => void | Promise<void>;
 }
 
 /** What became of a pinned transaction at its end. */
@@ -360,12 +363,14 @@ export class TransactionPin {
    * connection is closed instead (and the server rolls back).
    */
   end(): Promise<PinOutcome> {
-    this.#ended ??= this.#end();
+    if (this.#ended === undefined) {
+      const told = this.#options.onEnd();
+      this.#ended = Promise.all([this.#end(), told]).then(([outcome]) => outcome);
+    }
     return this.#ended;
   }
 
   async #end(): Promise<PinOutcome> {
-    this.#options.onEnd();
     const ended = new SluiceError('TEST_TRANSACTION_ENDED', "The test's transaction ended while this caller waited for its connection.");
     for (const waiter of this.#waiters.splice(0)) waiter(ended);
     const lease = this.#pooled.lease;

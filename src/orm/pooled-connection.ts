@@ -2,7 +2,9 @@ import type { CompiledQuery, DatabaseConnection, QueryResult } from 'kysely';
 import type { CancelSignal, DriverConnection, StatementResult } from '../drivers/driver.js';
 import { SluiceError } from '../errors.js';
 import type { Lease } from '../pool/index.js';
+import { writtenTables } from './cache/query-tables.js';
 import { type Deadline, statementSignal } from './deadline-scope.js';
+import type { TransactionWrites, WriteObserver, WriteObservers } from './write-observers.js';
 
 /** The deadline for a statement: the scope's, else the default statement timeout, else none. */
 export type DeadlineSource = () => Deadline | undefined;
@@ -28,6 +30,7 @@ const EMPTY_RESULT: QueryResult<never> = { rows: [] };
 export class PooledConnection implements DatabaseConnection {
   readonly lease: Lease<DriverConnection>;
   readonly #deadline: DeadlineSource;
+  readonly #observers: WriteObservers;
   #settling: Promise<void> | undefined;
   /** Set once the lease is on its way back to the pool. */
   givenBack = false;
@@ -38,10 +41,18 @@ export class PooledConnection implements DatabaseConnection {
    * or that statement would run in, and commit, the failed transaction's work.
    */
   rollbackPending = false;
+  /**
+   * Set from BEGIN to COMMIT or ROLLBACK of a transaction begun by the driver: the tables
+   * its writes changed, told to a query cache when it ends (see write-observers.ts).
+   */
+  transaction: TransactionWrites | undefined;
+  /** Set on a test's pinned transaction (pinned-transaction.ts): every table written while it is open. */
+  pinnedWrites: Set<string> | undefined;
 
-  constructor(lease: Lease<DriverConnection>, deadline: DeadlineSource) {
+  constructor(lease: Lease<DriverConnection>, deadline: DeadlineSource, observers: WriteObservers) {
     this.lease = lease;
     this.#deadline = deadline;
+    this.#observers = observers;
   }
 
   /** Pending while a statement given up on is still being cancelled (or a cursor closed). */
@@ -86,7 +97,44 @@ export class PooledConnection implements DatabaseConnection {
     }
   }
 
-  async executeQuery<R>(compiledQuery: CompiledQuery, options?: CallOptions): Promise<QueryResult<R>> {
+  executeQuery<R>(compiledQuery: CompiledQuery, options?: CallOptions): Promise<QueryResult<R>> {
+    const observer = this.#observers.current;
+    if (observer === undefined) return this.#execute(compiledQuery, options);
+    return this.#executeObserved(observer, compiledQuery, options);
+  }
+
+  /** A statement run while a query cache listens: its writes are told to the cache (see write-observers.ts). */
+  async #executeObserved<R>(observer: WriteObserver, compiledQuery: CompiledQuery, options: CallOptions | undefined): Promise<QueryResult<R>> {
+    const tables = writtenTables(compiledQuery.query);
+    const transaction = this.transaction;
+    if (tables === undefined) {
+      if (transaction !== undefined) observer.readInTransaction();
+      return this.#execute(compiledQuery, options);
+    }
+    if (transaction !== undefined) {
+      // Told before the statement runs: from now on, reads of these tables skip the cache
+      // until the transaction ends; the commit tells the cache they changed.
+      const fresh = tables.filter((table) => !transaction.tables.has(table));
+      if (fresh.length > 0) {
+        for (const table of fresh) transaction.tables.add(table);
+        transaction.observer ??= observer;
+        transaction.observer.pending(fresh, 1);
+      }
+      return this.#execute(compiledQuery, options);
+    }
+    if (this.pinnedWrites !== undefined) for (const table of tables) this.pinnedWrites.add(table);
+    try {
+      return await this.#execute(compiledQuery, options);
+    } finally {
+      // A failed statement too: cancelled at its deadline, it may still have run to its end.
+      await observer.written(tables);
+      // Given up on while the server still runs it: told again once it has stopped.
+      const settling = this.#settling;
+      if (settling !== undefined) void settling.then(() => observer.written(tables));
+    }
+  }
+
+  async #execute<R>(compiledQuery: CompiledQuery, options: CallOptions | undefined): Promise<QueryResult<R>> {
     const statement = statementSignal(this.#deadline(), options?.signal);
     try {
       // A statement after one given up on (a ROLLBACK TO SAVEPOINT) runs once the server let go.

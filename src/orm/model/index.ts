@@ -28,6 +28,7 @@ export {
   ModelQuery,
   models,
   repository,
+  type ModelCacheOptions,
   type ModelInsert,
   type ModelRow,
   type ModelSelect,

@@ -1,5 +1,6 @@
 import { type Insertable, type Kysely, type SelectQueryBuilder, sql, type Transaction } from 'kysely';
 import { InvalidOptionError, SluiceError } from '../../errors.js';
+import type { QueryCache } from '../cache/query-cache.js';
 import { currentKysely, type Database } from '../connect.js';
 import { withoutDeadline } from '../deadline-scope.js';
 import { loadRelations, type LooseDB } from './eager-load.js';
@@ -28,6 +29,14 @@ export type ModelInsert<C extends AnyModelClass> = Insertable<DatabaseOf<C>[Tabl
 /** A `SELECT * FROM table` builder of model `C`, to refine with `where`, joins, `orderBy`, ... */
 export type ModelSelect<C extends AnyModelClass> = SelectQueryBuilder<DatabaseOf<C>, TableOf<C>, ModelRow<C>>;
 
+/** How a model read uses a query cache: `users.find(id, { cache })`, `query.cached(cache, { ttlMs })`. */
+export interface ModelCacheOptions<C extends AnyModelClass> {
+  /** A query cache of the repository's database (`createQueryCache(database, ...)`). */
+  readonly cache: QueryCache<DatabaseOf<C>>;
+  /** How long the rows are kept. Default: the cache's `ttlMs`. */
+  readonly ttlMs?: number;
+}
+
 /** Thrown by `update` and `delete` when the instance's row is no longer there. */
 export class ModelNotFoundError extends SluiceError {
   constructor(message: string) {
@@ -53,8 +62,11 @@ export interface Repository<C extends AnyModelClass> {
    * built: inside `database.transaction()`, build it there (`query()` decides when it runs).
    */
   selectFrom(): SelectQueryBuilder<DatabaseOf<C>, TableOf<C>, InstanceOf<C>>;
-  /** The instance whose primary key is `id`, or undefined. */
-  find(id: ModelRow<C>[C['primaryKey'] & keyof ModelRow<C>]): Promise<InstanceOf<C> | undefined>;
+  /**
+   * The instance whose primary key is `id`, or undefined. With `{ cache }`, the row is read
+   * through that query cache (see `ModelQuery.cached`).
+   */
+  find(id: ModelRow<C>[C['primaryKey'] & keyof ModelRow<C>], options?: ModelCacheOptions<C>): Promise<InstanceOf<C> | undefined>;
   /** Instances of rows fetched some other way (raw `sql`), remembered as loaded. */
   hydrate(rows: ReadonlyArray<ModelRow<C>>): Array<InstanceOf<C>>;
   /** Loads relations onto instances already fetched: one query per relation level. */
@@ -79,6 +91,7 @@ export class ModelQuery<C extends AnyModelClass, R> {
   readonly #model: C;
   readonly #build: (qb: ModelSelect<C>) => SelectQueryBuilder<unknown, never, unknown>;
   readonly #paths: readonly string[];
+  readonly #cache: ModelCacheOptions<C> | undefined;
 
   /** @internal Made by `Repository.query`. */
   constructor(
@@ -86,16 +99,32 @@ export class ModelQuery<C extends AnyModelClass, R> {
     model: C,
     build: (qb: ModelSelect<C>) => SelectQueryBuilder<unknown, never, unknown>,
     paths: readonly string[],
+    cache?: ModelCacheOptions<C>,
   ) {
     this.#database = database;
     this.#model = model;
     this.#build = build;
     this.#paths = paths;
+    this.#cache = cache;
   }
 
   /** Also loads the relation at `path` (`'posts'`, `'posts.comments'`): one query per level. */
   with<P extends RelationPath<C> & string>(path: P): ModelQuery<C, R & Loaded<C, P>> {
-    return new ModelQuery(this.#database, this.#model, this.#build, [...this.#paths, path]);
+    return new ModelQuery(this.#database, this.#model, this.#build, [...this.#paths, path], this.#cache);
+  }
+
+  /**
+   * Reads the rows through `cache` (a query cache of this database): a stored result if
+   * there is one, else the query, stored for `ttlMs`. Instances are made from the rows
+   * either way (`instanceof` holds, and `update()` writes only what changed since). Relations
+   * asked for with `with()` are loaded from the database, not cached.
+   */
+  cached(cache: QueryCache<DatabaseOf<C>>, options: { readonly ttlMs?: number } = {}): ModelQuery<C, R> {
+    checkCacheOf(this.#database, cache);
+    return new ModelQuery(this.#database, this.#model, this.#build, this.#paths, {
+      cache,
+      ...(options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : {}),
+    });
   }
 
   /** The SQL the main query compiles to (relations add one query per level). */
@@ -106,7 +135,11 @@ export class ModelQuery<C extends AnyModelClass, R> {
   async execute(): Promise<R[]> {
     // Resolved now, not when the query was built: joins the transaction it runs in.
     const kysely = currentKysely(this.#database.db);
-    const rows = (await this.#select(kysely).execute()) as ReadonlyArray<Record<string, unknown>>;
+    const select = this.#select(kysely);
+    const cache = this.#cache;
+    const rows = (
+      cache === undefined ? await select.execute() : await cache.cache.execute(select, cache.ttlMs !== undefined ? { ttlMs: cache.ttlMs } : {})
+    ) as ReadonlyArray<Record<string, unknown>>;
     const model = this.#model;
     const instances = hydrateAll(model, rows) as Array<InstanceOf<C>>;
     if (this.#paths.length > 0 && instances.length > 0) {
@@ -130,6 +163,13 @@ export class ModelQuery<C extends AnyModelClass, R> {
     const table = this.#model.table;
     const base = loose.selectFrom(table).selectAll(table) as unknown as ModelSelect<C>;
     return this.#build(base);
+  }
+}
+
+/** A cache of another database would not hear of this database's writes. */
+function checkCacheOf(database: object, cache: { readonly database: object } | undefined): void {
+  if (cache?.database !== database) {
+    throw new InvalidOptionError('cache', "expected a query cache of the repository's own database (createQueryCache(database, ...)).");
   }
 }
 
@@ -231,8 +271,14 @@ export function repository<C extends AnyModelClass>(database: Database<DatabaseO
       new ModelQuery<C, InstanceOf<C>>(database, model, build ?? identity, [])) as Repository<C>['query'],
     selectFrom: () =>
       loose().withPlugin(plugin).selectFrom(table).selectAll(table) as unknown as SelectQueryBuilder<DatabaseOf<C>, TableOf<C>, InstanceOf<C>>,
-    find: async (id) => {
-      const row = await loose().selectFrom(table).selectAll().where(primaryKey, '=', id).executeTakeFirst();
+    find: async (id, options) => {
+      const select = loose().selectFrom(table).selectAll().where(primaryKey, '=', id);
+      let row: Row | undefined;
+      if (options === undefined) row = await select.executeTakeFirst();
+      else {
+        checkCacheOf(database, options.cache);
+        row = await options.cache.executeTakeFirst(select, options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : {});
+      }
       return row === undefined ? undefined : make(row);
     },
     hydrate: (rows) => hydrateAll(model, rows as ReadonlyArray<Row>) as Array<InstanceOf<C>>,
