@@ -481,6 +481,8 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     this.#detach(waiter);
     const waitedMs = this.#events.has('acquire') ? now() - waiter.enqueuedAt : 0;
     waiter.resolve(this.#lend(entry, waiter.stack, waitedMs));
+    // Served by a resource that came back: the slot wait started for it is not needed.
+    if (this.#options.budget !== undefined) this.#stopUnneededSlotWaits();
   }
 
   async #validateThenLend(
@@ -803,6 +805,7 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
       this.#detach(waiter);
       waiter.reject(error);
     }
+    this.#stopUnneededSlotWaits();
   }
 
   // --- destroying -----------------------------------------------------------------------

@@ -215,6 +215,22 @@ describe('a pool with a connection budget', () => {
     lease.release();
   });
 
+  test('a caller served by a resource that came back stops the slot wait started for it', async () => {
+    const budget = new MemoryBudget(1);
+    const factory = new FakeFactory();
+    const pool = makePool(factory, { max: 3, budget });
+    const lease = await pool.acquire();
+    const waiter = track(pool.acquire());
+    await settle();
+    expect(budget.waiting).toBe(1);
+    lease.release();
+    await settle();
+    expect(waiter.state()).toBe('fulfilled');
+    expect(budget.waiting).toBe(0);
+    expect(pool.stats()).toMatchObject({ pendingCreates: 0, size: 1 });
+    (await waiter.promise).release();
+  });
+
   test("a deadline passed while every create waits for a slot says 'budget'", async () => {
     const budget = new MemoryBudget(1);
     const factory = new FakeFactory();
