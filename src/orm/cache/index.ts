@@ -1,9 +1,3 @@
 export { QueryCacheError, type QueryCacheOperation } from './cache-errors.js';
-export {
-  createQueryCache,
-  type CacheableQuery,
-  type CachedQueryOptions,
-  type QueryCache,
-  type QueryCacheOptions,
-  type QueryCacheStats,
-} from './query-cache.js';
+export { createQueryCache, type QueryCacheOptions } from './create-query-cache.js';
+export type { CacheableQuery, CachedQueryOptions, QueryCache, QueryCacheStats } from './query-cache.js';
