@@ -1,0 +1,294 @@
+import type { Redis } from 'ioredis';
+import { describeError, InvalidOptionError, SluiceError } from '../../errors.js';
+import { ConnectionHealth } from '../connection-health.js';
+import type { CancelSignal } from '../driver.js';
+import { ConnectionLostError } from '../errors.js';
+import { within } from '../time-limit.js';
+import { drop, quit, type RedisControlConnection, type UnblockOutcome } from './control-connection.js';
+import { isReplyError, replyCode, translateCommandError } from './redis-errors.js';
+
+/** One argument of a Redis command, sent as a bulk string. */
+export type RedisArgument = string | number | Buffer;
+
+export interface RedisSendOptions {
+  /**
+   * Aborting it unblocks the command on the server (`CLIENT UNBLOCK`); the call rejects with
+   * `signal.reason`, unless the command had already completed: then it resolves with its
+   * reply, so nothing a command took from the server (a popped element) is lost.
+   */
+  readonly signal?: CancelSignal | undefined;
+}
+
+/**
+ * Commands refused on a pooled connection: they change the connection for whoever uses it
+ * next in a way `reset()` cannot undo without `RESET` (which drops AUTH and SELECT), or
+ * they take the connection over (subscriber, monitor and replication modes).
+ */
+const REFUSED = new Map<string, string>([
+  ['SUBSCRIBE', 'a subscriber needs a connection of its own'],
+  ['PSUBSCRIBE', 'a subscriber needs a connection of its own'],
+  ['SSUBSCRIBE', 'a subscriber needs a connection of its own'],
+  ['MONITOR', 'MONITOR takes the connection over'],
+  ['SYNC', 'replication takes the connection over'],
+  ['PSYNC', 'replication takes the connection over'],
+  ['RESET', 'it would drop the connection\'s AUTH and SELECT'],
+  ['QUIT', 'the pool closes connections'],
+  ['HELLO', 'it would change the protocol or the user'],
+  ['AUTH', 'the URL\'s user applies to every connection'],
+  ['SELECT', 'the URL\'s database applies to every connection (redis://host:6379/2)'],
+]);
+
+type Outcome = { readonly ok: true; readonly reply: unknown } | { readonly ok: false; readonly error: unknown };
+
+/** The reply a command gets when `CLIENT UNBLOCK ... ERROR` ends its wait. */
+function isUnblockedReply(error: unknown): boolean {
+  return isReplyError(error) && replyCode(error) === 'UNBLOCKED';
+}
+
+/** Longest pause between two `CLIENT UNBLOCK`s for a command not blocked yet. */
+const MAX_UNBLOCK_RETRY_DELAY_MS = 200;
+
+/**
+ * One dedicated ioredis connection, used by one caller at a time: for blocking commands
+ * (BLPOP, XREAD BLOCK, WAIT) and MULTI/WATCH transactions, whose state belongs to one
+ * connection.
+ *
+ * A command whose signal aborts is unblocked on the server with `CLIENT UNBLOCK <id> ERROR`
+ * sent over the driver's control connection (the blocked connection cannot be told anything
+ * itself), and its own reply is awaited, at most `cancelGraceMs`:
+ * - `UNBLOCKED`: it stopped waiting; the call rejects with `signal.reason`, the connection is
+ *   clean and stays usable;
+ * - a reply: the command completed on the server first (BLPOP popped an element just as the
+ *   deadline passed); the call resolves with it, since the server cannot take it back;
+ * - nothing in time (a stalled network, a command that does not block but runs long): the
+ *   connection is killed on the server (`CLIENT KILL ID`) and closed, and the call rejects
+ *   with `signal.reason`.
+ *
+ * No auto-reconnect: a connection that breaks is reported through `onBroken` and replaced
+ * by the pool, so a command never silently runs on a different connection than its WATCH.
+ */
+export class RedisConnection {
+  /** The server's `CLIENT ID` for this connection (what `CLIENT UNBLOCK` and `CLIENT LIST` name). */
+  readonly clientId: number;
+  readonly #redis: Redis;
+  readonly #control: RedisControlConnection;
+  readonly #cancelGraceMs: number;
+  /** Lost or closed while a command ran: the server may keep it blocked (a stalled network): kill it. */
+  readonly #health = new ConnectionHealth(() => void this.#control.kill(this.clientId, this.#cancelGraceMs));
+  #inMulti = false;
+  #watching = false;
+
+  constructor(redis: Redis, clientId: number, control: RedisControlConnection, cancelGraceMs: number) {
+    this.#redis = redis;
+    this.clientId = clientId;
+    this.#control = control;
+    this.#cancelGraceMs = cancelGraceMs;
+    // ioredis emits 'error' when the socket fails; unheard, that would crash the process.
+    redis.on('error', (error: unknown) =>
+      this.#health.markBroken(new ConnectionLostError(`The Redis connection failed (${describeError(error)}).`, { cause: error })),
+    );
+    // retryStrategy is off: 'end' is final.
+    redis.on('end', () =>
+      this.#health.markBroken(new ConnectionLostError('The Redis connection was closed.', { cause: undefined })),
+    );
+  }
+
+  get broken(): boolean {
+    return this.#health.broken;
+  }
+
+  onBroken(listener: (error: unknown) => void): void {
+    this.#health.onBroken(listener);
+  }
+
+  /** True between MULTI and EXEC/DISCARD. */
+  get inMulti(): boolean {
+    return this.#inMulti;
+  }
+
+  /** True while keys are WATCHed (until EXEC, DISCARD or UNWATCH). */
+  get watching(): boolean {
+    return this.#watching;
+  }
+
+  /**
+   * Sends one command (`send('BLPOP', ['jobs', 0])`) and resolves with its reply as ioredis
+   * gives it (RESP2: strings, numbers, arrays, null). An error reply rejects with a
+   * `RedisCommandError`; a lost connection with a `ConnectionLostError`.
+   */
+  async send<T = unknown>(command: string, args: readonly RedisArgument[] = [], options: RedisSendOptions = {}): Promise<T> {
+    const name = checkCommand(command);
+    const signal = options.signal;
+    if (signal?.aborted === true) throw signal.reason;
+    if (this.#health.broken) throw new ConnectionLostError('The Redis connection is closed.', { cause: undefined });
+    if (this.#health.busy) {
+      throw new SluiceError('CONNECTION_BUSY', 'A Redis connection runs one command at a time: await the previous one first.');
+    }
+    this.#health.busy = true;
+    try {
+      const running = this.#call(name, args);
+      const outcome = signal === undefined ? await running : await this.#cancellable(running, signal);
+      if (outcome === 'aborted') throw signal!.reason;
+      if (outcome.ok) return outcome.reply as T;
+      throw translateCommandError(outcome.error, name);
+    } finally {
+      this.#health.busy = false;
+    }
+  }
+
+  /** Checks the connection answers. */
+  async ping(options?: RedisSendOptions): Promise<void> {
+    await this.send('PING', [], options);
+  }
+
+  /**
+   * Makes the connection clean for its next user: DISCARD a MULTI left open, UNWATCH keys
+   * left watched (not `RESET`, which would also drop AUTH and SELECT). Bounded by
+   * `cancelGraceMs`; rejects when it cannot finish, and the connection is then closed.
+   */
+  async reset(): Promise<void> {
+    if (this.#health.broken) throw new ConnectionLostError('The Redis connection is closed.', { cause: undefined });
+    const command = this.#inMulti ? 'DISCARD' : this.#watching ? 'UNWATCH' : undefined;
+    if (command === undefined) return;
+    this.#health.busy = true;
+    try {
+      const outcome = await within(this.#call(command, []), this.#cancelGraceMs);
+      if (outcome === undefined) {
+        const error = new ConnectionLostError(`${command} did not answer in time; the Redis connection was closed.`, { cause: undefined });
+        this.#abandon(error);
+        throw error;
+      }
+      if (!outcome.ok) throw translateCommandError(outcome.error, command);
+    } finally {
+      this.#health.busy = false;
+    }
+  }
+
+  /** Closes the connection: QUIT, bounded by `cancelGraceMs`, then the socket is dropped. Never rejects. */
+  async close(): Promise<void> {
+    this.#health.retire();
+    await quit(this.#redis, this.#cancelGraceMs);
+  }
+
+  /** Sends a command; settles with its outcome, never rejects. Keeps the MULTI/WATCH state. */
+  #call(name: string, args: readonly RedisArgument[]): Promise<Outcome> {
+    let sent: Promise<unknown>;
+    try {
+      sent = this.#redis.call(name, args as RedisArgument[]);
+    } catch (error) {
+      return Promise.resolve({ ok: false, error });
+    }
+    return sent.then(
+      (reply) => {
+        this.#track(name, true);
+        return { ok: true, reply };
+      },
+      (error: unknown) => {
+        if (isReplyError(error)) this.#track(name, false);
+        else this.#health.markBroken(translateCommandError(error, name));
+        return { ok: false, error };
+      },
+    );
+  }
+
+  /** Follows the server's transaction state from the commands that answered. */
+  #track(name: string, ok: boolean): void {
+    switch (name) {
+      case 'MULTI':
+        // "MULTI calls can not be nested": still in the first one.
+        this.#inMulti = true;
+        break;
+      case 'EXEC':
+      case 'DISCARD':
+        // Even a failed EXEC (EXECABORT, a WATCH conflict) ends the transaction and unwatches.
+        this.#inMulti = false;
+        this.#watching = false;
+        break;
+      case 'WATCH':
+        if (ok) this.#watching = true;
+        break;
+      case 'UNWATCH':
+        if (ok) this.#watching = false;
+        break;
+    }
+  }
+
+  /** Waits for `running`; when `signal` aborts first, cancels it (see the class comment). */
+  async #cancellable(running: Promise<Outcome>, signal: CancelSignal): Promise<Outcome | 'aborted'> {
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<'aborted'>((resolve) => {
+      onAbort = () => resolve('aborted');
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      const first = await Promise.race([running, aborted]);
+      if (first !== 'aborted') return first;
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
+    return this.#cancel(running, signal.reason);
+  }
+
+  /**
+   * Unblocks `running` on the server and waits for its reply, at most `cancelGraceMs`: its
+   * reply when it completed first, 'aborted' when it was unblocked or the connection was
+   * given up (killed and closed).
+   */
+  async #cancel(running: Promise<Outcome>, reason: unknown): Promise<Outcome | 'aborted'> {
+    const giveUpAt = performance.now() + this.#cancelGraceMs;
+    let settled = false;
+    void running.then(() => (settled = true));
+    const unblocking = this.#unblock(running, () => settled, giveUpAt);
+    const outcome = await within(running, this.#cancelGraceMs);
+    if (outcome === undefined) {
+      this.#abandon(new ConnectionLostError('A cancelled Redis command did not answer in time; the connection was killed.', { cause: reason }));
+      return 'aborted';
+    }
+    // Until the server has acted on the UNBLOCK, it could still land on the next command.
+    const unblocked = await unblocking;
+    if (this.#health.broken) return 'aborted';
+    if (!outcome.ok && isUnblockedReply(outcome.error)) return 'aborted';
+    if (unblocked === 'undelivered') {
+      // The command ended on its own, but an UNBLOCK may still be on its way.
+      this.#abandon(new ConnectionLostError('A Redis command was cancelled too late to be sure of the connection.', { cause: reason }));
+    }
+    // Completed on the server before the unblock: its reply is the caller's, never lost.
+    return outcome.ok ? outcome : 'aborted';
+  }
+
+  /**
+   * Sends `CLIENT UNBLOCK` until it has unblocked the command, or the command has answered,
+   * or time is up. A command not blocked yet (still on its way to the server) is tried again
+   * shortly after, backing off.
+   */
+  async #unblock(running: Promise<Outcome>, settled: () => boolean, giveUpAt: number): Promise<UnblockOutcome> {
+    let delayMs = 10;
+    for (;;) {
+      const leftMs = giveUpAt - performance.now();
+      if (leftMs <= 0) return 'undelivered';
+      const outcome = await this.#control.unblock(this.clientId, leftMs);
+      if (outcome !== 'not-blocked' || settled()) return outcome;
+      await within(running, Math.min(delayMs, Math.max(1, giveUpAt - performance.now())));
+      if (settled()) return 'not-blocked';
+      delayMs = Math.min(2 * delayMs, MAX_UNBLOCK_RETRY_DELAY_MS);
+    }
+  }
+
+  /** Gives the connection up: marked broken, killed on the server (it may still be blocked there), socket dropped. */
+  #abandon(error: unknown): void {
+    // Busy: ConnectionHealth sends the CLIENT KILL (see the constructor).
+    this.#health.markBroken(error);
+    drop(this.#redis);
+  }
+}
+
+/** A command name, upper case; refuses what is not one, or what a pooled connection cannot take. */
+function checkCommand(command: string): string {
+  if (typeof command !== 'string' || !/^[A-Za-z][A-Za-z0-9_.|-]*$/.test(command)) {
+    throw new InvalidOptionError('command', 'expected a Redis command name (GET, BLPOP); its arguments go in args.');
+  }
+  const name = command.toUpperCase();
+  const why = REFUSED.get(name);
+  if (why !== undefined) throw new InvalidOptionError('command', `${name} is not allowed on a pooled Redis connection: ${why}.`);
+  return name;
+}
