@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
-import { sql, type LogEvent } from 'kysely';
+import { type Generated, sql, type LogEvent } from 'kysely';
 import type { TestDatabase } from 'sluice/testing';
 import { openTestDatabase, skipReason, testServerUrl } from 'sluice/testing/vitest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
@@ -20,7 +20,7 @@ import { TcpProxy } from './tcp-proxy.js';
 const redisUrl = testServerUrl('redis') ?? '';
 
 interface ValuesTable {
-  qc_values: { id: number; at: Date; data: Buffer; meta: unknown; note: string | null };
+  qc_values: { id: Generated<number>; at: Date; data: Buffer; meta: unknown; note: string | null };
 }
 type DB = ModelDB & ValuesTable;
 
@@ -87,7 +87,7 @@ describe.skipIf(redisUrl === '' || skipReason('postgres') !== undefined)('query 
   });
   beforeEach(async () => {
     prefix = `sluice-test:qc:${randomBytes(6).toString('hex')}`;
-    await clearTables(database);
+    await clearTables(database as unknown as Database<ModelDB>);
   });
   afterEach(async () => {
     for (const cache of caches.splice(0)) cache.close();

@@ -67,3 +67,10 @@ export interface QueryCache<DB> {
    */
   close(): void;
 }
+
+/**
+ * A query cache of any database, as model reads take it: a model's database type is often
+ * a part of the database's, which `QueryCache<DB>` (invariant in `DB`) would refuse. That it
+ * is the repository's own database is checked when it is used.
+ */
+export type AnyQueryCache = Omit<QueryCache<unknown>, 'database'> & { readonly database: object };

@@ -1,6 +1,6 @@
 import { type Insertable, type Kysely, type SelectQueryBuilder, sql, type Transaction } from 'kysely';
 import { InvalidOptionError, SluiceError } from '../../errors.js';
-import type { QueryCache } from '../cache/query-cache.js';
+import type { AnyQueryCache } from '../cache/query-cache.js';
 import { currentKysely, type Database } from '../connect.js';
 import { withoutDeadline } from '../deadline-scope.js';
 import { loadRelations, type LooseDB } from './eager-load.js';
@@ -30,9 +30,9 @@ export type ModelInsert<C extends AnyModelClass> = Insertable<DatabaseOf<C>[Tabl
 export type ModelSelect<C extends AnyModelClass> = SelectQueryBuilder<DatabaseOf<C>, TableOf<C>, ModelRow<C>>;
 
 /** How a model read uses a query cache: `users.find(id, { cache })`, `query.cached(cache, { ttlMs })`. */
-export interface ModelCacheOptions<C extends AnyModelClass> {
+export interface ModelCacheOptions {
   /** A query cache of the repository's database (`createQueryCache(database, ...)`). */
-  readonly cache: QueryCache<DatabaseOf<C>>;
+  readonly cache: AnyQueryCache;
   /** How long the rows are kept. Default: the cache's `ttlMs`. */
   readonly ttlMs?: number;
 }
@@ -66,7 +66,7 @@ export interface Repository<C extends AnyModelClass> {
    * The instance whose primary key is `id`, or undefined. With `{ cache }`, the row is read
    * through that query cache (see `ModelQuery.cached`).
    */
-  find(id: ModelRow<C>[C['primaryKey'] & keyof ModelRow<C>], options?: ModelCacheOptions<C>): Promise<InstanceOf<C> | undefined>;
+  find(id: ModelRow<C>[C['primaryKey'] & keyof ModelRow<C>], options?: ModelCacheOptions): Promise<InstanceOf<C> | undefined>;
   /** Instances of rows fetched some other way (raw `sql`), remembered as loaded. */
   hydrate(rows: ReadonlyArray<ModelRow<C>>): Array<InstanceOf<C>>;
   /** Loads relations onto instances already fetched: one query per relation level. */
@@ -91,7 +91,7 @@ export class ModelQuery<C extends AnyModelClass, R> {
   readonly #model: C;
   readonly #build: (qb: ModelSelect<C>) => SelectQueryBuilder<unknown, never, unknown>;
   readonly #paths: readonly string[];
-  readonly #cache: ModelCacheOptions<C> | undefined;
+  readonly #cache: ModelCacheOptions | undefined;
 
   /** @internal Made by `Repository.query`. */
   constructor(
@@ -99,7 +99,7 @@ export class ModelQuery<C extends AnyModelClass, R> {
     model: C,
     build: (qb: ModelSelect<C>) => SelectQueryBuilder<unknown, never, unknown>,
     paths: readonly string[],
-    cache?: ModelCacheOptions<C>,
+    cache?: ModelCacheOptions,
   ) {
     this.#database = database;
     this.#model = model;
@@ -119,7 +119,7 @@ export class ModelQuery<C extends AnyModelClass, R> {
    * either way (`instanceof` holds, and `update()` writes only what changed since). Relations
    * asked for with `with()` are loaded from the database, not cached.
    */
-  cached(cache: QueryCache<DatabaseOf<C>>, options: { readonly ttlMs?: number } = {}): ModelQuery<C, R> {
+  cached(cache: AnyQueryCache, options: { readonly ttlMs?: number } = {}): ModelQuery<C, R> {
     checkCacheOf(this.#database, cache);
     return new ModelQuery(this.#database, this.#model, this.#build, this.#paths, {
       cache,
