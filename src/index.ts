@@ -53,3 +53,5 @@ export { sql } from 'kysely';
 // Models and relations (see README, "Models and relations").
 export * from './orm/model/index.js';
 export { currentKysely } from './orm/connect.js';
+// The query cache's types (createQueryCache itself is in 'sluice/redis': it takes an ioredis client).
+export type { AnyQueryCache, CacheableQuery, CachedQueryOptions, QueryCache, QueryCacheStats } from './orm/cache/index.js';

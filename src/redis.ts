@@ -10,3 +10,4 @@ export {
   type RedisConnectionBudgetOptions,
   type RedisConnectionBudgetStats,
 } from './drivers/redis/redis-connection-budget.js';
+export { createQueryCache, QueryCacheError, type QueryCacheOperation, type QueryCacheOptions } from './orm/cache/index.js';
