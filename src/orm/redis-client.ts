@@ -99,6 +99,13 @@ export function connectRedis(url: string, options: RedisConnectOptions = {}): Re
   const driver = (): Promise<RedisDriver> =>
     (loading ??= import('../drivers/redis/redis-driver.js').then(
       ({ RedisDriver }) => new RedisDriver({ url, tls: options.tls, cancelGraceMs }),
+      (error: unknown) => {
+        // Marked permanent: the pool fails waiting callers at once instead of retrying.
+        throw Object.assign(
+          new SluiceError('DRIVER_MISSING', 'connectRedis needs the ioredis package (npm install ioredis).', { cause: error }),
+          { permanent: true },
+        );
+      },
     ));
 
   const pool: Pool<RedisConnection> = createPool<RedisConnection>({
