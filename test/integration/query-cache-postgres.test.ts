@@ -387,6 +387,80 @@ describe.skipIf(redisUrl === '' || skipReason('postgres') !== undefined)('query 
     expect(names(await cache.execute(usersByName()))).toEqual(['Ada', 'Grace']);
   });
 
+  test('a fractional ttlMs is stored (whole milliseconds for PX), not a Redis error at every store', async () => {
+    await seed('Ada');
+    const errors: QueryCacheError[] = [];
+    const cache = cacheOf({ onError: (error) => errors.push(error) });
+    expect(names(await cache.execute(usersByName(), { ttlMs: 1_500.5 }))).toEqual(['Ada']);
+    const second = await selectsOf(() => cache.execute(usersByName(), { ttlMs: 1_500.5 }));
+    expect(names(second.result)).toEqual(['Ada']);
+    expect(second.selects).toBe(0);
+    expect(errors).toEqual([]);
+  });
+
+  test('one SQL text cached with two different tables lists is two entries', async () => {
+    const cache = cacheOf();
+    // Versions made by one script start equal: both tables' versions are the same string.
+    await cache.execute(sql<{ n: number }>`SELECT 1 AS n`, { tables: ['qc_dep_a', 'qc_dep_b'] });
+    expect(await version('qc_dep_a')).toBe(await version('qc_dep_b'));
+    const first = await selectsOf(() => cache.execute(sql<{ n: number }>`SELECT 2 AS n`, { tables: ['qc_dep_a'] }));
+    expect(first.selects).toBe(1);
+    // Depends on another table: not answered by the entry that depends on qc_dep_a.
+    const second = await selectsOf(() => cache.execute(sql<{ n: number }>`SELECT 2 AS n`, { tables: ['qc_dep_b'] }));
+    expect(second.selects).toBe(1);
+  });
+
+  test('storing a result waits for Redis no longer than the read\'s deadline allows', async () => {
+    await seed('Ada');
+    const { hostname, port } = new URL(redisUrl);
+    const proxy = await TcpProxy.start(hostname, Number(port || 6379));
+    proxies.push(proxy);
+    const through = new Redis({ host: '127.0.0.1', port: proxy.port });
+    through.on('error', () => {});
+    clients.push(through);
+    // Redis stalls once the query has run: between the read of the versions and the SET.
+    let stallAfterSelect = false;
+    const logged = connect<DB>(testDatabase.url, {
+      log: (event) => {
+        if (stallAfterSelect && /^\s*select/i.test(event.query.sql)) proxy.setMode('stall');
+      },
+    });
+    others.push(logged);
+    const errors: QueryCacheError[] = [];
+    const cache = cacheOf({ redis: through, redisTimeoutMs: 30_000, onError: (error) => errors.push(error) }, logged);
+    stallAfterSelect = true;
+    const rows = await logged.withDeadline({ timeoutMs: 2_000 }, () =>
+      cache.execute(logged.db.selectFrom('sluice_model_users').select(['name']).orderBy('name')),
+    );
+    expect(names(rows)).toEqual(['Ada']);
+    expect(errors.map((error) => [error.code, error.operation])).toEqual([['QUERY_CACHE_REDIS_TIMEOUT', 'store']]);
+    // The SET was given at most half of what was left of the 2 s deadline, not redisTimeoutMs.
+    const givenMs = Number(/within ([\d.]+) ms/.exec(errors[0]!.message)?.[1]);
+    expect(givenMs).toBeGreaterThan(0);
+    expect(givenMs).toBeLessThanOrEqual(1_000);
+  });
+
+  test("a test's pinned transaction: a code transaction rolled back (a savepoint) leaves no stored result of its rows", async () => {
+    await seed('Ada');
+    const cache = cacheOf();
+    const pin = await pinTransaction(database);
+    try {
+      await expect(
+        database.db.transaction().execute(async (trx) => {
+          await trx.insertInto('sluice_model_users').values({ name: 'Grace', email: 'g@example.com', age: 40, bio: null }).execute();
+          // A Kysely trx builder: the same SQL as usersByName(), read through the cache.
+          const inside = await cache.execute(trx.selectFrom('sluice_model_users').select(['name']).orderBy('name'));
+          expect(names(inside)).toEqual(['Ada', 'Grace']);
+          throw new Error('undo');
+        }),
+      ).rejects.toThrow('undo');
+      expect(names(await database.db.selectFrom('sluice_model_users').select(['name']).orderBy('name').execute())).toEqual(['Ada']);
+      expect(names(await cache.execute(usersByName()))).toEqual(['Ada']);
+    } finally {
+      await pin.end();
+    }
+  });
+
   test('options are checked', () => {
     expect(() => createQueryCache(database, { redis, prefix: 'has space' })).toThrow(InvalidOptionError);
     expect(() => createQueryCache(database, { redis, ttlMs: 0 })).toThrow(InvalidOptionError);

@@ -19,7 +19,7 @@ export class QueryCacheError extends SluiceError {
     if ('timeoutMs' in failure) {
       super(
         'QUERY_CACHE_REDIS_TIMEOUT',
-        `Redis did not answer within ${failure.timeoutMs} ms while ${what}` +
+        `Redis did not answer within ${Math.ceil(failure.timeoutMs)} ms while ${what}` +
           (operation === 'invalidate' ? ': retried in the background; reads of these tables skip the cache meanwhile.' : '.'),
       );
     } else {

@@ -221,7 +221,9 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
   const skips = (tables: readonly string[]): boolean => tables.some((table) => pending.has(table) || dirty.has(table));
 
   const execute = async <O>(query: CacheableQuery<O>, callOptions: CachedQueryOptions = {}): Promise<O[]> => {
-    const ttlMs = checkMilliseconds('ttlMs', callOptions.ttlMs, defaultTtlMs, { least: 1 });
+    // Whole milliseconds: Redis refuses `PX 1500.5` (every store would fail, and each failure
+    // would start the store's cool-down for every read of the process).
+    const ttlMs = Math.ceil(checkMilliseconds('ttlMs', callOptions.ttlMs, defaultTtlMs, { least: 1 }));
     const declared = checkTables('tables', callOptions.tables);
     // Resolved now: a `sql` query joins the transaction it is made in, as models do.
     const kysely = currentKysely(database.db);
@@ -250,7 +252,11 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
     }
     let hash: string;
     try {
-      hash = createHash('sha1').update(`${FORMAT}\u0000${database.location}\u0000${compiled.sql}\u0000${encodeValue(compiled.parameters)}`).digest('hex');
+      // The tables too: one SQL text cached with two different `tables` lists is two entries
+      // (their versions may be equal strings: versions made in one script start equal).
+      hash = createHash('sha1')
+        .update(`${FORMAT}\u0000${database.location}\u0000${tables.join('\u0000')}\u0000${compiled.sql}\u0000${encodeValue(compiled.parameters)}`)
+        .digest('hex');
     } catch {
       // A parameter the codec cannot write (a class instance): no key for this query.
       stats.bypassed++;
@@ -259,7 +265,8 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
     // Inside a deadline, Redis gets at most half of what is left: a stalled Redis must leave
     // the database the time to answer instead.
     const deadline = currentDeadline();
-    const timeoutMs = Math.min(redisTimeoutMs, deadline === undefined ? Infinity : (deadline.at - performance.now()) / 2);
+    const redisBudget = (): number => Math.min(redisTimeoutMs, deadline === undefined ? Infinity : (deadline.at - performance.now()) / 2);
+    const timeoutMs = redisBudget();
     if (timeoutMs <= 0) {
       stats.bypassed++;
       return run();
@@ -317,10 +324,15 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
         stats.notStored++;
         return { ok: true, rows, payload: undefined };
       }
-      try {
-        await store.store(tables, hash, read.versions, payload, ttlMs, redisTimeoutMs);
-      } catch (error) {
-        report(error as QueryCacheError);
+      // The caller waits for the SET: within its deadline too (half of what is left), or a
+      // stalled Redis would hold rows already read for up to redisTimeoutMs past it.
+      const storeTimeoutMs = redisBudget();
+      if (storeTimeoutMs > 0) {
+        try {
+          await store.store(tables, hash, read.versions, payload, ttlMs, storeTimeoutMs);
+        } catch (error) {
+          report(error as QueryCacheError);
+        }
       }
       return { ok: true, rows, payload };
     });
