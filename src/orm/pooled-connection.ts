@@ -112,14 +112,7 @@ export class PooledConnection implements DatabaseConnection {
       return this.#execute(compiledQuery, options);
     }
     if (transaction !== undefined) {
-      // Told before the statement runs: from now on, reads of these tables skip the cache
-      // until the transaction ends; the commit tells the cache they changed.
-      const fresh = tables.filter((table) => !transaction.tables.has(table));
-      if (fresh.length > 0) {
-        for (const table of fresh) transaction.tables.add(table);
-        transaction.observer ??= observer;
-        transaction.observer.pending(fresh, 1);
-      }
+      pendingIn(transaction, observer, tables);
       return this.#execute(compiledQuery, options);
     }
     if (this.pinnedWrites !== undefined) for (const table of tables) this.pinnedWrites.add(table);
@@ -194,7 +187,41 @@ export class PooledConnection implements DatabaseConnection {
    */
   async cancelQuery(): Promise<void> {}
 
-  async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize = 100, options?: CallOptions): AsyncIterableIterator<QueryResult<R>> {
+  streamQuery<R>(compiledQuery: CompiledQuery, chunkSize = 100, options?: CallOptions): AsyncIterableIterator<QueryResult<R>> {
+    const observer = this.#observers.current;
+    if (observer === undefined) return this.#stream(compiledQuery, chunkSize, options);
+    return this.#streamObserved(observer, compiledQuery, chunkSize, options);
+  }
+
+  /** A stream while a query cache listens: a streamed write (`insertInto(...).returning(...).stream()`) is told as executeQuery's are. */
+  async *#streamObserved<R>(
+    observer: WriteObserver,
+    compiledQuery: CompiledQuery,
+    chunkSize: number,
+    options: CallOptions | undefined,
+  ): AsyncIterableIterator<QueryResult<R>> {
+    const tables = writtenTables(compiledQuery.query);
+    const transaction = this.transaction;
+    if (tables === undefined) {
+      if (transaction !== undefined) observer.readInTransaction();
+      return yield* this.#stream<R>(compiledQuery, chunkSize, options);
+    }
+    if (transaction !== undefined) {
+      pendingIn(transaction, observer, tables);
+      return yield* this.#stream<R>(compiledQuery, chunkSize, options);
+    }
+    if (this.pinnedWrites !== undefined) for (const table of tables) this.pinnedWrites.add(table);
+    try {
+      return yield* this.#stream<R>(compiledQuery, chunkSize, options);
+    } finally {
+      // Ended, failed or left early: the statement may have written.
+      await observer.written(tables);
+      const settling = this.#settling;
+      if (settling !== undefined) void settling.then(() => observer.written(tables));
+    }
+  }
+
+  async *#stream<R>(compiledQuery: CompiledQuery, chunkSize: number, options: CallOptions | undefined): AsyncIterableIterator<QueryResult<R>> {
     const connection = this.lease.resource;
     if (connection.stream === undefined) {
       throw new SluiceError('STREAM_UNSUPPORTED', 'This database driver cannot stream yet: use execute().');
@@ -265,4 +292,16 @@ export async function giveBack(lease: Lease<DriverConnection>): Promise<void> {
   }
   if (clean && !resource.broken) lease.release();
   else lease.destroy();
+}
+
+/**
+ * A write in a transaction: told before the statement runs, so that from now on reads of its
+ * tables skip the cache until the transaction ends; the commit tells the cache they changed.
+ */
+function pendingIn(transaction: TransactionWrites, observer: WriteObserver, tables: readonly string[]): void {
+  const fresh = tables.filter((table) => !transaction.tables.has(table));
+  if (fresh.length === 0) return;
+  for (const table of fresh) transaction.tables.add(table);
+  transaction.observer ??= observer;
+  transaction.observer.pending(fresh, 1);
 }

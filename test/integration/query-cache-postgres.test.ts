@@ -12,7 +12,7 @@ import { openTestDatabase, skipReason, testServerUrl } from 'sluice/testing/vite
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { InvalidOptionError } from '../../src/errors.js';
 import { createQueryCache, QueryCacheError, type QueryCache, type QueryCacheOptions } from '../../src/orm/cache/index.js';
-import { connect, type Database, pinTransaction } from '../../src/orm/connect.js';
+import { connect, currentKysely, type Database, pinTransaction } from '../../src/orm/connect.js';
 import { models, type Repository } from '../../src/orm/model/index.js';
 import { clearTables, type DB as ModelDB, User } from '../support/models-schema.js';
 import { TcpProxy } from './tcp-proxy.js';
@@ -459,6 +459,28 @@ describe.skipIf(redisUrl === '' || skipReason('postgres') !== undefined)('query 
     } finally {
       await pin.end();
     }
+  });
+
+  test('a streamed write (insertInto ... returning ... stream()) invalidates, in and out of a transaction', async () => {
+    await seed('Ada');
+    const cache = cacheOf();
+    expect(names(await cache.execute(usersByName()))).toEqual(['Ada']);
+    const streamed = database.db
+      .insertInto('sluice_model_users')
+      .values({ name: 'Grace', email: 'g@example.com', age: 40, bio: null })
+      .returning(['name'])
+      .stream();
+    for await (const row of streamed) expect(row.name).toBe('Grace');
+    expect(names(await cache.execute(usersByName()))).toEqual(['Ada', 'Grace']);
+    await database.transaction(async () => {
+      const inTransaction = currentKysely(database.db)
+        .insertInto('sluice_model_users')
+        .values({ name: 'Linus', email: 'l@example.com', age: 50, bio: null })
+        .returning(['name'])
+        .stream();
+      for await (const row of inTransaction) expect(row.name).toBe('Linus');
+    });
+    expect(names(await cache.execute(usersByName()))).toEqual(['Ada', 'Grace', 'Linus']);
   });
 
   test('options are checked', () => {
