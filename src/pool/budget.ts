@@ -24,8 +24,10 @@ export interface ConnectionBudget {
   /**
    * Whether a resource holding `slot` may stay in the pool now that it is idle. False
    * asks for the slot back: the pool destroys the resource, then releases the slot.
+   * `required` is true when the pool would fall below its `min` without it: then only a
+   * slot that is no longer the pool's (its lease lost) may be refused.
    */
-  keep(slot: BudgetSlot): boolean;
+  keep(slot: BudgetSlot, required: boolean): boolean;
   /**
    * Called once, by the pool that uses the budget: `recheck` is to be called whenever
    * `keep()` may have turned false for slots whose resources sit idle.

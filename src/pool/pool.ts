@@ -663,12 +663,12 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     }
   }
 
-  /** Whether an idle (or returning) resource may keep its budget slot; `min` ones always do. */
+  /** Whether an idle (or returning) resource may keep its budget slot (see `ConnectionBudget.keep`). */
   #keepsSlot(entry: Entry<R>): boolean {
     const budget = this.#options.budget;
-    if (budget === undefined || entry.slot === undefined || this.#all.size <= this.#options.min) return true;
+    if (budget === undefined || entry.slot === undefined) return true;
     try {
-      return budget.keep(entry.slot) !== false;
+      return budget.keep(entry.slot, this.#all.size <= this.#options.min) !== false;
     } catch (error) {
       this.#emitError(error, 'hook');
       return true;
@@ -888,7 +888,11 @@ export class Pool<R> implements LeaseOwner<R, Entry<R>> {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     this.#failWaiters(new PoolClosedError('The pool closed while this caller waited for a resource.'));
-    for (const attempt of this.#attempts) attempt.controller.abort(new PoolClosedError());
+    for (const attempt of [...this.#attempts]) {
+      // Nothing was being created yet: no create error to report.
+      if (attempt.awaitingSlot) this.#finishAttempt(attempt);
+      attempt.controller.abort(new PoolClosedError());
+    }
     for (const validation of this.#validations) validation.abort(new PoolClosedError());
     for (let entry = this.#idle.pop(); entry !== undefined; entry = this.#idle.pop()) this.#destroy(entry, 'closed');
 

@@ -60,8 +60,12 @@ class MemoryBudget implements ConnectionBudget {
     });
   }
 
-  keep(slot: BudgetSlot): boolean {
-    return !this.wanted.has(slot);
+  /** Slots the budget must have back even below `min` (a lost lease). */
+  readonly revoked = new Set<BudgetSlot>();
+
+  keep(slot: BudgetSlot, required: boolean): boolean {
+    if (this.revoked.has(slot)) return false;
+    return required || !this.wanted.has(slot);
   }
 
   attach(recheck: () => void): void {
@@ -103,7 +107,7 @@ describe('a pool with a connection budget', () => {
     const facade = (): ConnectionBudget => ({
       description: budget.description,
       take: (signal) => budget.take(signal),
-      keep: (slot) => budget.keep(slot),
+      keep: (slot, required) => budget.keep(slot, required),
       attach: () => {},
       close: async () => {},
     });
@@ -195,6 +199,35 @@ describe('a pool with a connection budget', () => {
     await settle();
     expect(pool.stats()).toMatchObject({ size: 1, idle: 1 });
     expect(budget.held).toBe(1);
+  });
+
+  test('a slot the budget lost is given back even below min: its resource must not stay open uncounted', async () => {
+    const budget = new MemoryBudget(2);
+    const factory = new FakeFactory();
+    const pool = makePool(factory, { max: 2, min: 2, budget });
+    const leases = await Promise.all([pool.acquire(), pool.acquire()]);
+    for (const lease of leases) lease.release();
+    await settle();
+    for (const slot of budget.granted) budget.revoked.add(slot);
+    budget.recheck!();
+    await settle();
+    // Both destroyed, though min is 2; the pool then asks for new slots to get back to min.
+    expect(factory.destroyed.size).toBe(2);
+    expect(budget.events.filter((event) => event.startsWith('release'))).toHaveLength(2);
+  });
+
+  test('close() stops the creates waiting for slots quietly: no create error for them', async () => {
+    const budget = new MemoryBudget(0);
+    const factory = new FakeFactory();
+    const pool = createPool(factory.options({ max: 2, budget }));
+    const errors: unknown[] = [];
+    pool.on('error', ({ error }) => errors.push(error));
+    const waiter = pool.acquire().catch((e: unknown) => e);
+    await settle();
+    await pool.close();
+    expect(await waiter).toMatchObject({ code: 'POOL_CLOSED' });
+    expect(errors).toEqual([]);
+    expect(pool.stats().totals.createErrors).toBe(0);
   });
 
   test('a caller that stops waiting stops the wait for a slot made for it', async () => {

@@ -18,9 +18,12 @@
  *    another holder waits below its fair share (`limit` / holders and waiters), a holder
  *    at or above its own share gets nothing;
  * 4. renews the holder's lease (or removes it, holding nothing);
- * and returns { slots now held, fair share, 1 if another holder waits below its share }.
+ * and returns { slots now held, fair share, 1 if another holder waits below its share,
+ * holders and waiters in all, 1 if another holder waits holding nothing }.
  *
- * The clock is Redis's own (`TIME`): processes' clocks never have to agree.
+ * The clock is Redis's own (`TIME`): processes' clocks never have to agree. (Redis 5 and
+ * later replicate a script's effects, not the script, so TIME may come before a write; on
+ * Redis 3.2 and 4 `replicate_commands` asks for that.)
  */
 export const BUDGET_SCRIPT = `
 local holders, leases, waiting = KEYS[1], KEYS[2], KEYS[3]
@@ -31,6 +34,7 @@ local limit = tonumber(ARGV[4])
 local lease_ms = tonumber(ARGV[5])
 local wait_ms = tonumber(ARGV[6])
 
+if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
@@ -66,8 +70,10 @@ if want > 0 and not seen[holder] then participants = participants + 1 end
 local share = math.max(1, math.floor(limit / math.max(1, participants)))
 
 local starved = 0
+local hungry = 0
 for _, id in ipairs(waiters) do
   if id ~= holder and (counts[id] or 0) < share then starved = 1 end
+  if id ~= holder and (counts[id] or 0) == 0 then hungry = 1 end
 end
 
 local grant = 0
@@ -92,5 +98,5 @@ else
   redis.call('HDEL', holders, holder)
   redis.call('ZREM', leases, holder)
 end
-return { mine, share, starved }
+return { mine, share, starved, participants, hungry }
 `;

@@ -5,6 +5,7 @@ import { describeError, InvalidOptionError, SluiceError } from '../../errors.js'
 import type { BudgetSlot, ConnectionBudget } from '../../pool/budget.js';
 import { checkMilliseconds } from '../../pool/options.js';
 import { BUDGET_SCRIPT } from './budget-script.js';
+import { parseRedisUrl } from './redis-url.js';
 
 /** What to do while Redis cannot be reached. */
 export type BudgetUnavailablePolicy =
@@ -42,13 +43,13 @@ export interface RedisConnectionBudgetOptions {
 
 /** A snapshot of a budget, for metrics and debugging. */
 export interface RedisConnectionBudgetStats {
-  /** Slots this process holds and Redis counts. */
+  /** Slots this process holds and keeps (not being given back). */
   readonly held: number;
   /** Creates of this process waiting for a slot. */
   readonly waiting: number;
   /** The fair share of one process at the last answer from Redis. */
   readonly share: number;
-  /** Whether, at the last answer, another process waited below its fair share. */
+  /** Whether, at the last answer, another process waited below its fair share (or with nothing). */
   readonly contended: boolean;
   /** False while Redis cannot be reached. */
   readonly available: boolean;
@@ -71,10 +72,18 @@ export class BudgetUnavailableError extends SluiceError {
   }
 }
 
+/**
+ * `held`: counted, kept. `yielding`: counted, given back once its connection is idle (another
+ * process waits below its share). `revoked`: no longer ours in Redis (or about not to be:
+ * our lease ran out), given back once idle, even below the pool's `min`. Every live slot
+ * is reported to Redis until its connection is closed: an open connection is never left
+ * uncounted where Redis can still count it.
+ */
 type SlotState = 'held' | 'yielding' | 'revoked' | 'released';
 
 class Slot implements BudgetSlot {
   state: SlotState = 'held';
+  readonly grantedAt = performance.now();
   readonly #budget: Budget;
 
   constructor(budget: Budget) {
@@ -93,8 +102,11 @@ interface PendingTake {
   readonly onAbort: () => void;
 }
 
+/** What the script answers: see budget-script.ts. */
+type Answer = [mine: number, share: number, starved: number, participants: number, hungry: number];
+
 interface BudgetRedis extends Redis {
-  sluiceBudget(holders: string, leases: string, waiting: string, ...args: Array<string | number>): Promise<[number, number, number]>;
+  sluiceBudget(holders: string, leases: string, waiting: string, ...args: Array<string | number>): Promise<Answer>;
 }
 
 const SECOND = 1_000;
@@ -129,12 +141,13 @@ class Budget implements RedisConnectionBudget {
   readonly #holder = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`;
   readonly #limit: number;
   readonly #leaseMs: number;
+  readonly #renewMs: number;
   readonly #timeoutMs: number;
   readonly #localLimit: number | undefined;
+  /** Every slot whose connection is not closed yet, whatever its state. */
   readonly #slots = new Set<Slot>();
   readonly #pending: PendingTake[] = [];
   readonly #renewTimer: ReturnType<typeof setInterval>;
-  readonly #renewMs: number;
   /** Fires just before our lease would expire in Redis, unless a renewal succeeded meanwhile. */
   #leaseTimer: ReturnType<typeof setTimeout> | undefined;
   #pollTimer: ReturnType<typeof setTimeout> | undefined;
@@ -145,12 +158,15 @@ class Budget implements RedisConnectionBudget {
 
   #share: number;
   #contended = false;
-  #yielding = 0;
-  #revoked = 0;
+  /** Another process waits holding nothing while more processes than `limit` want slots. */
+  #hungry = false;
+  #revokedTotal = 0;
   /** The one sync in flight: calls are serialized, so each states the holder's count as it stands. */
   #syncing: Promise<void> | undefined;
   #syncAgain = false;
   #unavailable: unknown = undefined;
+  /** The last error ioredis reported: the cause when a call cannot be made. */
+  #lastRedisError: unknown = undefined;
   /** Redis counts nothing of ours: no need to renew. */
   #idleInRedis = true;
 
@@ -159,9 +175,9 @@ class Budget implements RedisConnectionBudget {
       throw new InvalidOptionError('options', 'expected { url, key, limit }.');
     }
     const { url, key, limit } = options;
-    if (typeof url !== 'string' || !/^rediss?:\/\//i.test(url)) {
-      throw new InvalidOptionError('url', 'expected a redis:// or rediss:// URL.');
-    }
+    if (typeof url !== 'string') throw new InvalidOptionError('url', 'expected a redis:// or rediss:// URL.');
+    // Read here, never by ioredis: its URL errors quote the URL, password and all.
+    const target = parseRedisUrl(url);
     if (typeof key !== 'string' || key === '' || key.length > 200 || /[{}\s]/.test(key)) {
       throw new InvalidOptionError('key', 'expected a non-empty name of at most 200 characters, without braces or spaces.');
     }
@@ -171,10 +187,10 @@ class Budget implements RedisConnectionBudget {
     this.#limit = limit;
     this.#share = limit;
     this.#leaseMs = checkMilliseconds('leaseMs', options.leaseMs, 15 * SECOND, { least: 100 });
-    const renewMs = checkMilliseconds('renewIntervalMs', options.renewIntervalMs, Math.min(SECOND, Math.floor(this.#leaseMs / 5)), {
+    this.#renewMs = checkMilliseconds('renewIntervalMs', options.renewIntervalMs, Math.min(SECOND, Math.floor(this.#leaseMs / 5)), {
       least: 10,
     });
-    if (renewMs * 2 > this.#leaseMs) {
+    if (this.#renewMs * 2 > this.#leaseMs) {
       throw new InvalidOptionError('renewIntervalMs', 'must be at most half of leaseMs, so that a lease is renewed before it expires.');
     }
     this.#timeoutMs = checkMilliseconds('redisTimeoutMs', options.redisTimeoutMs, SECOND, { least: 1 });
@@ -188,7 +204,13 @@ class Budget implements RedisConnectionBudget {
     this.description = `the Redis connection budget "${key}" (limit ${limit})`;
     this.#keys = [`{${key}}:holders`, `{${key}}:leases`, `{${key}}:waiting`];
 
-    this.#redis = new Redis(url, {
+    this.#redis = new Redis({
+      host: target.host,
+      port: target.port,
+      db: target.db,
+      ...(target.username !== undefined ? { username: target.username } : {}),
+      ...(target.password !== undefined ? { password: target.password } : {}),
+      ...(target.tls || options.tls !== undefined ? { tls: options.tls ?? {} } : {}),
       lazyConnect: true,
       // A command while disconnected fails at once instead of queueing: the policy decides.
       enableOfflineQueue: false,
@@ -197,13 +219,13 @@ class Budget implements RedisConnectionBudget {
       connectTimeout: this.#timeoutMs,
       retryStrategy: (times) => Math.min(50 * 2 ** times, 2 * SECOND),
       connectionName: 'sluice-budget',
-      ...(options.tls !== undefined ? { tls: options.tls } : {}),
     }) as BudgetRedis;
-    // Reported through the failing calls (and the pool's `error` events): never unheard.
-    this.#redis.on('error', () => {});
+    // Reported through the failing calls (as their cause, and the pool's `error` events).
+    this.#redis.on('error', (error: unknown) => {
+      this.#lastRedisError = error;
+    });
     this.#redis.defineCommand('sluiceBudget', { numberOfKeys: 3, lua: BUDGET_SCRIPT });
-    this.#renewMs = renewMs;
-    this.#renewTimer = setInterval(() => this.#renew(), renewMs);
+    this.#renewTimer = setInterval(() => this.#renew(), this.#renewMs);
     this.#renewTimer.unref();
   }
 
@@ -236,39 +258,38 @@ class Budget implements RedisConnectionBudget {
     });
   }
 
-  keep(slot: BudgetSlot): boolean {
+  keep(slot: BudgetSlot, required: boolean): boolean {
     const own = slot as Slot;
-    if (own.state === 'revoked') return false;
-    if (own.state === 'yielding') return false;
-    // Give back what is above our share while another process waits below its own.
-    if (own.state === 'held' && this.#contended && this.#held() - this.#yielding > this.#share) {
-      own.state = 'yielding';
-      this.#yielding++;
-      return false;
-    }
-    return true;
+    if (own.state === 'revoked' || own.state === 'yielding') return false;
+    if (own.state !== 'held' || required) return true;
+    const kept = this.#kept();
+    // Above our share while another process waits below its own: give this one back.
+    const aboveShare = this.#contended && kept > this.#share;
+    // More processes want slots than there are: they take turns, each slot held at least a
+    // renewal interval (so a turn is worth its connect).
+    const turnOver = this.#hungry && kept >= 1 && performance.now() - own.grantedAt >= this.#renewMs;
+    if (!aboveShare && !turnOver) return true;
+    own.state = 'yielding';
+    return false;
   }
 
-  /** Called by a slot: its connection is gone. */
+  /** Called by a slot: its connection is closed. */
   release(slot: Slot): void {
     if (slot.state === 'released') return;
-    const counted = slot.state !== 'revoked';
-    if (slot.state === 'yielding') this.#yielding--;
     slot.state = 'released';
     this.#slots.delete(slot);
-    if (!counted) return;
     // At once: another process may be waiting for it.
     this.#sync();
   }
 
   stats(): RedisConnectionBudgetStats {
     return {
-      held: this.#held(),
+      held: this.#kept(),
       waiting: this.#pending.length,
       share: this.#share,
-      contended: this.#contended,
+      contended: this.#contended || this.#hungry,
       available: this.#unavailable === undefined,
-      revoked: this.#revoked,
+      revoked: this.#revokedTotal,
     };
   }
 
@@ -284,24 +305,29 @@ class Budget implements RedisConnectionBudget {
     // Whatever is still held is given back: the pool has destroyed (or given up on) it all.
     for (const slot of this.#slots) slot.state = 'released';
     this.#slots.clear();
-    this.#yielding = 0;
     if (!this.#idleInRedis) await this.#call(0, 0).catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([this.#redis.quit(), new Promise((resolve) => setTimeout(resolve, this.#timeoutMs).unref())]);
+      await Promise.race([this.#redis.quit(), new Promise((resolve) => (timer = setTimeout(resolve, this.#timeoutMs)))]);
     } catch {
       // Already disconnected.
+    } finally {
+      clearTimeout(timer);
     }
     this.#redis.disconnect();
   }
 
   // --- talking to Redis -------------------------------------------------------------------
 
-  #held(): number {
-    return this.#slots.size;
+  /** Slots this process keeps: neither yielding nor revoked. */
+  #kept(): number {
+    let kept = 0;
+    for (const slot of this.#slots) if (slot.state === 'held') kept++;
+    return kept;
   }
 
   #renew(): void {
-    if (this.#idleInRedis && this.#held() === 0 && this.#pending.length === 0) return;
+    if (this.#idleInRedis && this.#slots.size === 0 && this.#pending.length === 0) return;
     this.#sync();
   }
 
@@ -322,23 +348,28 @@ class Budget implements RedisConnectionBudget {
   }
 
   async #syncOnce(): Promise<void> {
-    const sentHeld = this.#held();
+    // Every live slot, revoked ones too: their connections are still open.
+    const sentHeld = this.#slots.size;
     const want = this.#pending.length;
     // Redis runs the script after this, so our lease (if renewed) lasts at least until sentAt + leaseMs.
     const sentAt = performance.now();
-    let answer: [number, number, number];
+    let answer: Answer;
     try {
       answer = await this.#call(sentHeld, want);
     } catch (error) {
+      // The call may still have run in Redis (a grant whose reply was lost): renew, so that
+      // a later answer puts the count right.
+      if (sentHeld > 0 || want > 0) this.#idleInRedis = false;
       this.#onUnavailable(error);
       return;
     }
     this.#unavailable = undefined;
-    const [mine, share, contended] = answer;
+    const [mine, share, contended, participants, hungry] = answer;
     this.#idleInRedis = mine === 0;
     this.#armLeaseTimer(mine > 0 ? sentAt : undefined);
     this.#share = share;
     this.#contended = contended === 1;
+    this.#hungry = hungry === 1 && participants > this.#limit;
     if (mine > sentHeld) {
       let granted = mine - sentHeld;
       while (granted > 0 && this.#pending.length > 0) {
@@ -346,32 +377,36 @@ class Budget implements RedisConnectionBudget {
         granted--;
       }
     } else if (mine < sentHeld) {
-      // Our lease expired while we lived, and the budget filled up meanwhile.
-      this.#revoke(sentHeld - mine);
+      // Redis counts fewer of our open connections than there are (our lease expired and
+      // the budget filled up meanwhile): all but `mine` must go.
+      this.#revokeDownTo(mine);
     }
-    // Redis counts other than we hold (releases or revocations meanwhile, a grant for a
-    // create that stopped waiting): the next sync states it.
-    if (this.#held() !== mine) this.#syncAgain = true;
-    if (this.#contended && this.#held() - this.#yielding > this.#share) this.#recheck?.();
+    // Redis counts other than we hold (releases meanwhile, a grant for a create that
+    // stopped waiting): the next sync states it.
+    if (this.#slots.size !== mine) this.#syncAgain = true;
+    if ((this.#contended && this.#kept() > this.#share) || this.#hungry) this.#recheck?.();
     this.#schedulePoll();
   }
 
-  #call(held: number, want: number): Promise<[number, number, number]> {
+  #call(held: number, want: number): Promise<Answer> {
     const [holders, leases, waiting] = this.#keys;
     return this.#ready().then(() =>
       this.#redis.sluiceBudget(holders, leases, waiting, this.#holder, held, want, this.#limit, this.#leaseMs, 2 * POLL_MAX_MS + this.#timeoutMs),
     );
   }
 
-  /** Resolves once connected, within the Redis timeout. */
+  /** Resolves once connected, within the Redis timeout; rejects with the reason it is not. */
   async #ready(): Promise<void> {
     const redis = this.#redis;
     if (redis.status === 'ready') return;
     if (redis.status === 'wait' || redis.status === 'end') void redis.connect().catch(() => {});
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => done(new SluiceError('REDIS_TIMEOUT', `Redis did not answer within ${this.#timeoutMs} ms.`)), this.#timeoutMs);
+      const timer = setTimeout(
+        () => done(this.#lastRedisError ?? new SluiceError('REDIS_TIMEOUT', `Redis did not answer within ${this.#timeoutMs} ms.`)),
+        this.#timeoutMs,
+      );
       const onReady = (): void => done(undefined);
-      const onEnd = (): void => done(new SluiceError('REDIS_UNREACHABLE', 'The Redis connection closed.'));
+      const onEnd = (): void => done(this.#lastRedisError ?? new SluiceError('REDIS_UNREACHABLE', 'The Redis connection closed.'));
       const done = (error: unknown): void => {
         clearTimeout(timer);
         redis.off('ready', onReady);
@@ -387,7 +422,8 @@ class Budget implements RedisConnectionBudget {
   /**
    * Our lease, renewed at `renewedAt`, runs out in Redis `leaseMs` later, when others may
    * take our slots. Unless a renewal succeeds first, we give them up just before: idle
-   * connections close at once, leased ones when they come back.
+   * connections close at once, leased ones when they come back (they stay counted in our
+   * reports meanwhile, so an answer from Redis in time restores them).
    */
   #armLeaseTimer(renewedAt: number | undefined): void {
     clearTimeout(this.#leaseTimer);
@@ -396,8 +432,7 @@ class Budget implements RedisConnectionBudget {
     const margin = Math.min(this.#renewMs, this.#leaseMs / 4);
     this.#leaseTimer = setTimeout(() => {
       this.#leaseTimer = undefined;
-      const keep = this.#localLimit ?? 0;
-      if (this.#held() > keep) this.#revoke(this.#held() - keep);
+      this.#revokeDownTo(this.#localLimit ?? 0);
     }, renewedAt + this.#leaseMs - margin - performance.now());
     this.#leaseTimer.unref();
   }
@@ -414,7 +449,7 @@ class Budget implements RedisConnectionBudget {
       );
       for (const take of this.#pending.splice(0)) this.#settle(take, refusal);
     } else {
-      while (this.#pending.length > 0 && this.#held() < localLimit) this.#grant(this.#pending.shift()!);
+      while (this.#pending.length > 0 && this.#kept() < localLimit) this.#grant(this.#pending.shift()!);
       this.#schedulePoll();
     }
   }
@@ -431,16 +466,20 @@ class Budget implements RedisConnectionBudget {
     take.reject(error);
   }
 
-  /** Takes `count` slots back: they are no longer counted, and their connections close once idle. */
-  #revoke(count: number): void {
-    if (count <= 0) return;
-    // Slots already on their way back first, then the rest.
-    const order = [...this.#slots].sort((a, b) => Number(b.state === 'yielding') - Number(a.state === 'yielding'));
-    for (const slot of order.slice(0, count)) {
-      if (slot.state === 'yielding') this.#yielding--;
+  /**
+   * Leaves at most `keep` slots that are not revoked: the others' connections close once
+   * idle (the pool asks `keep()`, even below its `min`). Slots already on their way back
+   * (yielding) go first.
+   */
+  #revokeDownTo(keep: number): void {
+    const live = [...this.#slots].filter((slot) => slot.state !== 'revoked');
+    let excess = live.length - Math.max(0, keep);
+    if (excess <= 0) return;
+    live.sort((a, b) => Number(b.state === 'yielding') - Number(a.state === 'yielding'));
+    for (const slot of live) {
+      if (excess-- <= 0) break;
       slot.state = 'revoked';
-      this.#slots.delete(slot);
-      this.#revoked++;
+      this.#revokedTotal++;
     }
     this.#recheck?.();
   }
