@@ -2,7 +2,7 @@ import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import { ConnectionLostError } from '../drivers/errors.js';
 import type { RedisConnection } from '../drivers/redis/redis-connection.js';
 import type { RedisDriver } from '../drivers/redis/redis-driver.js';
-import { isReplyError, RedisTransactionConflictError, translateCommandError } from '../drivers/redis/redis-errors.js';
+import { RedisTransactionConflictError } from '../drivers/redis/redis-errors.js';
 import { describeRedisTarget, parseRedisUrl } from '../drivers/redis/redis-url.js';
 import { InvalidOptionError, SluiceError } from '../errors.js';
 import { createPool, type Lease, type Pool, PoolCreateError, type PoolOptions, type PoolStats } from '../pool/index.js';
@@ -67,7 +67,8 @@ export interface RedisClient {
   withConnection<T>(work: (session: RedisSession) => Promise<T>, options?: DeadlineOptions): Promise<T>;
   /**
    * An optimistic transaction: WATCH `options.watch`, run `work` (it reads through the
-   * session and returns the commands to apply), then MULTI, those commands, EXEC. A WATCHed
+   * session and returns the commands to apply), then MULTI, those commands and EXEC in one
+   * round trip (MULTI, EXEC, DISCARD and WATCH cannot be among them). A WATCHed
    * key changed meanwhile: the whole of it runs again, up to `retries` times, then
    * `RedisTransactionConflictError` (`TRANSACTION_CONFLICT`). Resolves with EXEC's replies,
    * in order; a command that failed inside EXEC is a `RedisCommandError` in its place (Redis
@@ -124,7 +125,7 @@ export function connectRedis(url: string, options: RedisConnectOptions = {}): Re
     isFatalError: (error) => error instanceof ConnectionLostError,
   });
 
-  const onConnection = async <T>(work: (session: RedisSession) => Promise<T>): Promise<T> => {
+  const onConnection = async <T>(work: (session: ConnectionSession) => Promise<T>): Promise<T> => {
     const lease = await acquire(pool);
     const session = new ConnectionSession(lease.resource, deadlineOf);
     try {
@@ -136,7 +137,7 @@ export function connectRedis(url: string, options: RedisConnectOptions = {}): Re
   };
   // No scope without a deadline option: an empty one would hide `commandTimeoutMs` (which
   // applies outside any scope) behind a deadline of Infinity.
-  const withConnection = <T>(work: (session: RedisSession) => Promise<T>, scope?: DeadlineOptions): Promise<T> =>
+  const withConnection = <T>(work: (session: ConnectionSession) => Promise<T>, scope?: DeadlineOptions): Promise<T> =>
     scope !== undefined && (scope.timeoutMs !== undefined || scope.signal !== undefined)
       ? withDeadline(scope, () => onConnection(work))
       : onConnection(work);
@@ -176,25 +177,20 @@ export function connectRedis(url: string, options: RedisConnectOptions = {}): Re
 }
 
 /**
- * One try of a transaction: WATCH, work, MULTI, its commands, EXEC. Null when EXEC applied
- * nothing because a WATCHed key changed. Whatever is left open on a failure (MULTI, WATCH)
- * is undone when the connection goes back to the pool.
+ * One try of a transaction: WATCH, work, then MULTI, its commands and EXEC in one round trip.
+ * Null when EXEC applied nothing because a WATCHed key changed. Whatever is left open on a
+ * failure (WATCH) is undone when the connection goes back to the pool.
  */
 async function runTransaction(
-  session: RedisSession,
+  session: ConnectionSession,
   watch: readonly string[],
   work: (session: RedisSession) => Promise<readonly RedisCommand[]>,
 ): Promise<unknown[] | null> {
   if (watch.length > 0) await session.command('WATCH', watch);
   const commands = await work(session);
   if (!Array.isArray(commands)) throw new InvalidOptionError('transaction', 'work must resolve with an array of commands to queue.');
-  await session.command('MULTI');
-  // A command refused while queued (wrong arguments) would make EXEC fail (EXECABORT): it
-  // rejects here, and the MULTI is discarded when the connection goes back.
-  for (const { name, args = [] } of commands) await session.command(name, args);
-  const replies = await session.command<unknown[] | null>('EXEC');
-  if (replies === null) return null;
-  return replies.map((reply, index) => (isReplyError(reply) ? translateCommandError(reply, commands[index]!.name.toUpperCase()) : reply));
+  // A command refused while queued (wrong arguments) rejects, naming it; EXEC applied nothing.
+  return session.multiExec(commands);
 }
 
 /** A connection of the pool, the wait bounded by the deadline in force. */

@@ -1,3 +1,4 @@
+import type { CancelSignal } from '../drivers/driver.js';
 import type { RedisArgument, RedisConnection } from '../drivers/redis/redis-connection.js';
 import { InvalidOptionError, SluiceError } from '../errors.js';
 import { type Deadline, type DeadlineOptions, statementSignal, withDeadline } from './deadline-scope.js';
@@ -115,7 +116,20 @@ export class ConnectionSession implements RedisSession {
     return reply === null ? null : reply.map(([stream, entries]) => ({ stream, entries: entries.map(toEntry) }));
   }
 
-  async #send<T>(name: string, args: readonly RedisArgument[]): Promise<T> {
+  /**
+   * MULTI, `commands`, EXEC in one round trip (`RedisConnection.multiExec`), under the deadline
+   * in force: EXEC's replies, or null when a WATCHed key changed. What `transaction` sends.
+   */
+  multiExec(commands: readonly RedisCommand[]): Promise<unknown[] | null> {
+    return this.#inTurn((signal) => this.#connection.multiExec(commands, { signal }));
+  }
+
+  #send<T>(name: string, args: readonly RedisArgument[]): Promise<T> {
+    return this.#inTurn((signal) => this.#connection.send<T>(name, args, { signal }));
+  }
+
+  /** Runs `run` once the calls before it have settled, with the statement signal of the deadline then in force. */
+  async #inTurn<T>(run: (signal: CancelSignal | undefined) => Promise<T>): Promise<T> {
     if (this.#ended) throw sessionEnded();
     const turn = this.#tail;
     let done!: () => void;
@@ -126,7 +140,7 @@ export class ConnectionSession implements RedisSession {
       // The deadline as it is now, after the wait for the previous command.
       const statement = statementSignal(this.#deadline());
       try {
-        return await this.#connection.send<T>(name, args, { signal: statement.signal });
+        return await run(statement.signal);
       } finally {
         statement.dispose();
       }

@@ -5,6 +5,7 @@ import type { CancelSignal } from '../driver.js';
 import { ConnectionLostError } from '../errors.js';
 import { within } from '../time-limit.js';
 import { drop, quit, type RedisControlConnection, type UnblockOutcome } from './control-connection.js';
+import { type BlockOutcome, NOT_QUEUED, type QueuedCommand, readBlock } from './multi-block.js';
 import { isReplyError, replyCode, translateCommandError } from './redis-errors.js';
 
 /** One argument of a Redis command, sent as a bulk string. */
@@ -40,6 +41,8 @@ const REFUSED = new Map<string, string>([
 
 type Outcome = { readonly ok: true; readonly reply: unknown } | { readonly ok: false; readonly error: unknown };
 
+export type { QueuedCommand } from './multi-block.js';
+
 /** The reply a command gets when `CLIENT UNBLOCK ... ERROR` ends its wait. */
 function isUnblockedReply(error: unknown): boolean {
   return isReplyError(error) && replyCode(error) === 'UNBLOCKED';
@@ -63,6 +66,12 @@ const MAX_UNBLOCK_RETRY_DELAY_MS = 200;
  * - nothing in time (a stalled network, a command that does not block but runs long): the
  *   connection is killed on the server (`CLIENT KILL ID`) and closed, and the call rejects
  *   with `signal.reason`.
+ *
+ * A MULTI block (`multiExec`) goes out in one write and blocks nothing on the server (Redis
+ * runs blocking commands inside EXEC without waiting): on an abort there is nothing to
+ * unblock, so its replies are awaited, at most `cancelGraceMs`; EXEC applied: the call
+ * resolves with its replies; nothing applied: it rejects with `signal.reason`; no replies in
+ * time: the connection is killed and closed, as above.
  *
  * No auto-reconnect: a connection that breaks is reported through `onBroken` and replaced
  * by the pool, so a command never silently runs on a different connection than its WATCH.
@@ -127,10 +136,59 @@ export class RedisConnection {
     this.#health.busy = true;
     try {
       const running = this.#call(name, args);
-      const outcome = signal === undefined ? await running : await this.#cancellable(running, signal);
+      const first = signal === undefined ? await running : await untilAborted(running, signal);
+      const outcome = first === 'aborted' ? await this.#cancel(running, signal!.reason) : first;
       if (outcome === 'aborted') throw signal!.reason;
       if (outcome.ok) return outcome.reply as T;
       throw translateCommandError(outcome.error, name);
+    } finally {
+      this.#health.busy = false;
+    }
+  }
+
+  /**
+   * Sends `MULTI`, `commands`, `EXEC` in one write and reads their replies in order: one
+   * round trip. Resolves with EXEC's replies, in order (a command that failed inside EXEC is
+   * a `RedisCommandError` in its slot: Redis applied the others, it has no rollback), or null
+   * when a WATCHed key changed (nothing applied). Rejects with a `RedisCommandError` naming
+   * the command the server refused while queuing (wrong arity, unknown command: EXEC then
+   * applies nothing), with an `InvalidOptionError` before sending anything when a command is
+   * refused on a pooled connection (SELECT, SUBSCRIBE...) or is not queued by Redis (MULTI,
+   * EXEC, DISCARD, WATCH: WATCH before the block, with `send`), or when a MULTI is open already (sent with `send`).
+   *
+   * The commands are queued whatever the replies to the ones before them: a MULTI refused by
+   * an ACL would let them run on their own (and EXEC fail), where separate round trips would
+   * have stopped at MULTI.
+   */
+  async multiExec(commands: readonly QueuedCommand[], options: RedisSendOptions = {}): Promise<unknown[] | null> {
+    if (!Array.isArray(commands)) throw new InvalidOptionError('commands', 'expected an array of { name, args } to queue.');
+    const names = commands.map(({ name }) => {
+      const checked = checkCommand(name);
+      if (NOT_QUEUED.has(checked)) throw new InvalidOptionError('command', `${checked} cannot be queued: Redis runs it at once, inside MULTI too.`);
+      return checked;
+    });
+    const argsOf = commands.map(({ args = [] }) => {
+      if (!Array.isArray(args)) throw new InvalidOptionError('args', 'expected an array of command arguments.');
+      return args;
+    });
+    const signal = options.signal;
+    if (signal?.aborted === true) throw signal.reason;
+    if (this.#health.broken) throw new ConnectionLostError('The Redis connection is closed.', { cause: undefined });
+    if (this.#health.busy) {
+      throw new SluiceError('CONNECTION_BUSY', 'A Redis connection runs one command at a time: await the previous one first.');
+    }
+    if (this.#inMulti) {
+      // Its MULTI would be refused as nested, and the commands queued into the open one.
+      throw new InvalidOptionError('commands', 'a MULTI is open on this connection already: EXEC or DISCARD it first.');
+    }
+    this.#health.busy = true;
+    try {
+      const running = this.#block(names, argsOf);
+      const first = signal === undefined ? await running : await untilAborted(running, signal);
+      const outcome = first === 'aborted' ? await this.#afterAbort(running, signal!.reason) : first;
+      if (outcome === 'aborted') throw signal!.reason;
+      if (outcome.ok) return outcome.replies;
+      throw outcome.error;
     } finally {
       this.#health.busy = false;
     }
@@ -191,6 +249,47 @@ export class RedisConnection {
     );
   }
 
+  /**
+   * Sends a MULTI block as one ioredis pipeline (one write); settles with its outcome, never
+   * rejects. Keeps the MULTI/WATCH state from MULTI's and EXEC's replies (the queued commands'
+   * replies are only QUEUED); a lost or garbled block leaves the connection broken.
+   */
+  async #block(names: readonly string[], argsOf: ReadonlyArray<readonly RedisArgument[]>): Promise<BlockOutcome> {
+    let results: ReadonlyArray<readonly [Error | null, unknown]>;
+    try {
+      const pipeline = this.#redis.pipeline().call('MULTI');
+      names.forEach((name, i) => pipeline.call(name, argsOf[i] as RedisArgument[]));
+      results = (await pipeline.call('EXEC').exec()) ?? [];
+    } catch (error) {
+      // (A plain pipeline settles each command on its own; this is ioredis failing itself.)
+      const lost = translateCommandError(error, 'MULTI');
+      this.#abandon(lost);
+      return { ok: false, error: lost };
+    }
+    const multi = results[0];
+    if (multi !== undefined && (multi[0] === null || isReplyError(multi[0]))) this.#track('MULTI', multi[0] === null);
+    const exec = results[names.length + 1];
+    if (exec !== undefined && (exec[0] === null || isReplyError(exec[0]))) this.#track('EXEC', exec[0] === null);
+    const outcome = readBlock(names, results);
+    if (!outcome.ok && outcome.error instanceof ConnectionLostError) this.#abandon(outcome.error);
+    return outcome;
+  }
+
+  /**
+   * An aborted MULTI block: nothing of it blocks, so its replies are awaited, at most
+   * `cancelGraceMs`. EXEC applied it: its outcome (the server cannot take it back); it applied
+   * nothing (refused, a WATCH conflict): 'aborted'; no replies in time: the connection is
+   * given up (killed and closed) and 'aborted'.
+   */
+  async #afterAbort(running: Promise<BlockOutcome>, reason: unknown): Promise<BlockOutcome | 'aborted'> {
+    const outcome = await within(running, this.#cancelGraceMs);
+    if (outcome === undefined) {
+      this.#abandon(new ConnectionLostError('A cancelled MULTI block did not answer in time; the Redis connection was killed.', { cause: reason }));
+      return 'aborted';
+    }
+    return outcome.ok && outcome.replies !== null ? outcome : 'aborted';
+  }
+
   /** Follows the server's transaction state from the commands that answered. */
   #track(name: string, ok: boolean): void {
     switch (name) {
@@ -211,22 +310,6 @@ export class RedisConnection {
         if (ok) this.#watching = false;
         break;
     }
-  }
-
-  /** Waits for `running`; when `signal` aborts first, cancels it (see the class comment). */
-  async #cancellable(running: Promise<Outcome>, signal: CancelSignal): Promise<Outcome | 'aborted'> {
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<'aborted'>((resolve) => {
-      onAbort = () => resolve('aborted');
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-    try {
-      const first = await Promise.race([running, aborted]);
-      if (first !== 'aborted') return first;
-    } finally {
-      signal.removeEventListener('abort', onAbort!);
-    }
-    return this.#cancel(running, signal.reason);
   }
 
   /**
@@ -279,6 +362,20 @@ export class RedisConnection {
     // Busy: ConnectionHealth sends the CLIENT KILL (see the constructor).
     this.#health.markBroken(error);
     drop(this.#redis);
+  }
+}
+
+/** Waits for `running`, or until `signal` aborts: 'aborted' then (`running` goes on). */
+async function untilAborted<T>(running: Promise<T>, signal: CancelSignal): Promise<T | 'aborted'> {
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<'aborted'>((resolve) => {
+    onAbort = () => resolve('aborted');
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([running, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort!);
   }
 }
 
