@@ -24,6 +24,14 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
+/** Polls `done` until it holds; fails if it never does (a guard, not a timing assertion). */
+async function until(done: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let tries = 0; !(await done()); tries++) {
+    if (tries > 1_000) throw new Error(`never saw: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 /** Every message and stack in an error's cause chain. */
 function textOf(error: unknown): string {
   const parts: string[] = [];
@@ -147,6 +155,52 @@ describe.skipIf(redisUrl === '')('the Redis connection budget under faults (real
     expect(cutPool.stats().size).toBe(0);
     expect(counted.destroyReasons.filter((reason) => reason === 'budget')).toHaveLength(3);
     expect(cutOff.stats()).toMatchObject({ held: 0, revoked: 3 });
+    lease.release();
+  });
+
+  test('a stall shorter than the lease, with connections in use: their slots stay counted and go to nobody else', async () => {
+    newKey();
+    const through = await proxy();
+    const counted = new Counted();
+    const stalled = budget({ url: via(through), limit: 2, leaseMs: 2_000, renewIntervalMs: 400, redisTimeoutMs: 150 });
+    const stalledPool = track(counted.pool(stalled, 2));
+    const inUse = await Promise.all([stalledPool.acquire(), stalledPool.acquire()]);
+    const other = track(counted.pool(budget({ limit: 2 }), 2));
+    let otherGot = false;
+    const waiting = other.acquire({ timeoutMs: 20_000 }).then((lease) => {
+      otherGot = true;
+      return lease;
+    });
+    through.setMode('stall');
+    // Cut off until just before its lease would run out: it gives the slots up (to close as
+    // soon as the connections are idle), but they are still in use.
+    await until(() => stalled.stats().revoked === 2, 'the stalled budget giving its slots up');
+    through.setMode('pass');
+    await until(async () => stalled.stats().available && Object.values(await holders()).includes('2'), 'Redis counting them again');
+    // Time for the other process to poll a few times (it must keep waiting).
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(otherGot).toBe(false);
+    expect(counted.peak).toBe(2);
+    // In use until now; given back, they close, and the other process gets a slot.
+    for (const lease of inUse) lease.release();
+    const lease = await waiting;
+    expect(counted.peak).toBe(2);
+    expect(counted.destroyReasons).toContain('budget');
+    lease.release();
+  });
+
+  test('more processes than slots take turns: one waiting with none gets a slot an idle one gives back', async () => {
+    newKey();
+    const counted = new Counted();
+    const options = { limit: 2, renewIntervalMs: 100, leaseMs: 1_000 };
+    const [first, second, third] = [1, 2, 3].map(() => track(counted.pool(budget(options), 1))) as [Pool<object>, Pool<object>, Pool<object>];
+    (await first.acquire()).release();
+    (await second.acquire()).release();
+    const lease = await third.acquire({ timeoutMs: 20_000 });
+    expect(counted.peak).toBe(2);
+    // Each idle holder decides on its own: one or both may give theirs back.
+    expect(counted.destroyReasons.length).toBeGreaterThan(0);
+    expect(new Set(counted.destroyReasons)).toEqual(new Set(['budget']));
     lease.release();
   });
 
