@@ -10,6 +10,8 @@ import type { TransactionPin } from './pinned-transaction.js';
 import { SluiceDialect } from './sluice-dialect.js';
 import type { WriteObserver } from './write-observers.js';
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash, randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 
 /** Pool settings `connect` passes on; the connection lifecycle hooks are sluice's own. */
@@ -370,7 +372,41 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     }),
   );
   writeObservers.set(database, (observer) => kyselyDriver.observers.add(observer));
+  cacheIdentities.set(database, cacheIdentityOf(target));
   return database;
+}
+
+/** Each database connect() made: what the query cache keys its entries by (see cacheIdentity). */
+const cacheIdentities = new WeakMap<object, string>();
+
+/**
+ * Which data a connect() sees, as a hash: the URL without its password (the user, host,
+ * port, database and query string kept: another role, `search_path` or `options` may see
+ * other rows), the host and path of a SQLite file; a random id for `sqlite::memory:`,
+ * private to this connect(). A hash, so that no user or URL ends up in Redis keys.
+ */
+function cacheIdentityOf(target: Target): string {
+  if (target.dialect === 'sqlite' && target.path === ':memory:') return randomBytes(16).toString('hex');
+  let text: string;
+  if (target.dialect === 'sqlite') {
+    text = `sqlite\u0000${hostname()}\u0000${target.path}`;
+  } else {
+    const { username, hostname: host, port, pathname, searchParams } = target.url;
+    const params = new URLSearchParams(searchParams);
+    params.sort();
+    text = [target.dialect, username, host, port, pathname, params.toString()].join('\u0000');
+  }
+  return createHash('sha256').update(text).digest('hex').slice(0, 32);
+}
+
+/**
+ * The query cache's name for the data `database` sees: equal for two connect() calls with
+ * the same URL (password aside), different for another user, query string or database.
+ */
+export function cacheIdentity<DB>(database: Database<DB>): string {
+  const identity = cacheIdentities.get(database);
+  if (identity === undefined) throw new InvalidOptionError('database', 'not a database made by connect().');
+  return identity;
 }
 
 /** How to listen to the writes of each database connect() made (see observeWrites). */

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
-import { type Generated, sql, type LogEvent } from 'kysely';
+import { CamelCasePlugin, type Generated, type Kysely, sql, type LogEvent } from 'kysely';
 import type { TestDatabase } from 'sluice/testing';
 import { openTestDatabase, skipReason, testServerUrl } from 'sluice/testing/vitest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
@@ -481,6 +481,144 @@ describe.skipIf(redisUrl === '' || skipReason('postgres') !== undefined)('query 
       for await (const row of inTransaction) expect(row.name).toBe('Linus');
     });
     expect(names(await cache.execute(usersByName()))).toEqual(['Ada', 'Grace', 'Linus']);
+  });
+
+  test('users.selectFrom() through the cache: its rows are stored and instances made at every read, one entry with users.query().cached()', async () => {
+    await seed('Ada', 'Grace');
+    const cache = cacheOf();
+    const adults = () => users.selectFrom().where('age', '>=', 30).orderBy('name');
+    const first = await selectsOf(() => cache.execute(adults()));
+    const second = await selectsOf(() => cache.execute(adults()));
+    expect(first.selects).toBe(1);
+    expect(second.selects).toBe(0);
+    expect(cache.stats()).toMatchObject({ hits: 1, misses: 1, notStored: 0 });
+    for (const result of [first.result, second.result]) {
+      expect(result.map((user) => user.displayName)).toEqual(['Ada <ada@example.com>', 'Grace <grace@example.com>']);
+      for (const user of result) expect(user).toBeInstanceOf(User);
+    }
+    // A hit's instances have their snapshot: update() writes only what changed since.
+    const [ada] = second.result;
+    await database.db.updateTable('sluice_model_users').set({ email: 'changed@example.com' }).where('id', '=', ada!.id).execute();
+    ada!.name = 'Augusta';
+    expect(await users.update(ada!)).toBe(1);
+    const row = await database.db.selectFrom('sluice_model_users').selectAll().where('id', '=', ada!.id).executeTakeFirstOrThrow();
+    expect(row).toMatchObject({ name: 'Augusta', email: 'changed@example.com' });
+    // users.query().cached() compiles to the same SQL: it stores rows, selectFrom() reads them as instances.
+    const viaQuery = await selectsOf(() => users.query((qb) => qb.where('age', '>=', 30).orderBy('name')).cached(cache).execute());
+    expect(viaQuery.selects).toBe(1);
+    const viaSelectFrom = await selectsOf(() => cache.execute(adults()));
+    expect(viaSelectFrom.selects).toBe(0);
+    expect(viaSelectFrom.result[0]).toBeInstanceOf(User);
+    expect(viaSelectFrom.result.map((user) => user.displayName)).toEqual(['Augusta <changed@example.com>', 'Grace <grace@example.com>']);
+    // executeTakeFirst and find-like reads too.
+    const grace = await cache.executeTakeFirst(users.selectFrom().where('name', '=', 'Grace'));
+    expect(grace).toBeInstanceOf(User);
+    expect(await cache.executeTakeFirst(users.selectFrom().where('name', '=', 'Grace'))).toBeInstanceOf(User);
+  });
+
+  test('a builder with a result plugin (CamelCasePlugin): rows are stored as the builder returns them, after the plugin; a plain builder of the same SQL shares them', async () => {
+    await seed('Ada');
+    const author = await database.db.selectFrom('sluice_model_users').select('id').executeTakeFirstOrThrow();
+    await database.db.insertInto('sluice_model_posts').values({ user_id: author.id, title: 'Notes' }).execute();
+    interface CamelDB {
+      sluiceModelPosts: { id: number; userId: number; title: string; views: number };
+    }
+    const camel = (database.db as unknown as Kysely<CamelDB>).withPlugin(new CamelCasePlugin());
+    const cache = cacheOf();
+    const query = () => camel.selectFrom('sluiceModelPosts').selectAll();
+    const first = await selectsOf(() => cache.execute(query()));
+    const second = await selectsOf(() => cache.execute(query()));
+    expect(second.selects).toBe(0);
+    for (const result of [first.result, second.result]) expect(result).toEqual([{ id: expect.any(Number), userId: author.id, title: 'Notes', views: 0 }]);
+    // The limit the README states: the key is the SQL, not the plugins.
+    const plain = await selectsOf(() => cache.execute(database.db.selectFrom('sluice_model_posts').selectAll()));
+    expect(plain.selects).toBe(0);
+    expect(Object.keys(plain.result[0]!)).toContain('userId');
+  });
+
+  test('two roles on one database (row-level security) do not share entries; a write through one invalidates the other', async () => {
+    interface NotesDB {
+      qc_notes: { owner: Generated<string>; body: string };
+    }
+    const admin = database as unknown as Database<NotesDB>;
+    const role = `qc_tenant_${randomBytes(4).toString('hex')}`;
+    await sql`CREATE TABLE qc_notes (owner text NOT NULL DEFAULT current_user, body text NOT NULL)`.execute(admin.db);
+    await sql`ALTER TABLE qc_notes ENABLE ROW LEVEL SECURITY`.execute(admin.db);
+    await sql`CREATE POLICY qc_own ON qc_notes USING (owner = current_user)`.execute(admin.db);
+    await sql`CREATE ROLE ${sql.id(role)} LOGIN`.execute(admin.db);
+    let tenant: Database<NotesDB> | undefined;
+    try {
+      await sql`GRANT SELECT, INSERT ON qc_notes TO ${sql.id(role)}`.execute(admin.db);
+      await admin.db.insertInto('qc_notes').values([{ owner: role, body: 'mine' }, { owner: 'someone_else', body: 'theirs' }]).execute();
+      const url = new URL(testDatabase.url);
+      url.username = role;
+      url.password = '';
+      tenant = connect<NotesDB>(url.href);
+      const adminCache = cacheOf() as unknown as QueryCache<NotesDB>;
+      const tenantCache = createQueryCache(tenant, { redis, prefix });
+      caches.push(tenantCache as unknown as QueryCache<DB>);
+      const notes = (db: Kysely<NotesDB>) => db.selectFrom('qc_notes').select('body').orderBy('body');
+      const bodies = (rows: ReadonlyArray<{ body: string }>): string[] => rows.map((row) => row.body);
+      // The superuser (who bypasses row-level security) first: its entry must not answer the tenant.
+      expect(bodies(await adminCache.execute(notes(admin.db)))).toEqual(['mine', 'theirs']);
+      expect(bodies(await tenantCache.execute(notes(tenant.db)))).toEqual(['mine']);
+      expect(bodies(await tenantCache.execute(notes(tenant.db)))).toEqual(['mine']);
+      expect(bodies(await adminCache.execute(notes(admin.db)))).toEqual(['mine', 'theirs']);
+      expect(tenantCache.stats()).toMatchObject({ hits: 1, misses: 1 });
+      expect(adminCache.stats()).toMatchObject({ hits: 1, misses: 1 });
+      // Neither the user nor the URL in Redis keys.
+      for (const key of await redis.keys(`${prefix}:*`)) expect(key).not.toMatch(new RegExp(`${role}|127\\.0\\.0\\.1|postgres`));
+      // Table versions stay shared: the tenant's write invalidates the superuser's entry too.
+      await tenant.db.insertInto('qc_notes').values({ body: 'new' }).execute();
+      expect(bodies(await adminCache.execute(notes(admin.db)))).toEqual(['mine', 'new', 'theirs']);
+      expect(bodies(await tenantCache.execute(notes(tenant.db)))).toEqual(['mine', 'new']);
+      expect(adminCache.stats().misses).toBe(2);
+    } finally {
+      await tenant?.close();
+      await sql`DROP TABLE qc_notes`.execute(admin.db);
+      await sql`DROP OWNED BY ${sql.id(role)}`.execute(admin.db);
+      await sql`DROP ROLE ${sql.id(role)}`.execute(admin.db);
+    }
+  });
+
+  test("two URLs that differ only in their query string (options=-c search_path=...) do not share entries; writes invalidate both", async () => {
+    interface ItemsDB {
+      qc_items: { name: string };
+    }
+    const admin = database as unknown as Database<ItemsDB>;
+    for (const schema of ['qc_a', 'qc_b']) {
+      await sql`CREATE SCHEMA ${sql.id(schema)}`.execute(admin.db);
+      await sql`CREATE TABLE ${sql.id(schema, 'qc_items')} (name text NOT NULL)`.execute(admin.db);
+      await sql`INSERT INTO ${sql.id(schema, 'qc_items')} VALUES (${`in ${schema}`})`.execute(admin.db);
+    }
+    const connected: Array<Database<ItemsDB>> = [];
+    try {
+      const open = (schema: string): { database: Database<ItemsDB>; cache: QueryCache<ItemsDB> } => {
+        const url = new URL(testDatabase.url);
+        url.searchParams.set('options', `-c search_path=${schema}`);
+        const on = connect<ItemsDB>(url.href);
+        connected.push(on);
+        const cache = createQueryCache(on, { redis, prefix });
+        caches.push(cache as unknown as QueryCache<DB>);
+        return { database: on, cache };
+      };
+      const a = open('qc_a');
+      const b = open('qc_b');
+      const items = async (side: { database: Database<ItemsDB>; cache: QueryCache<ItemsDB> }): Promise<string[]> =>
+        (await side.cache.execute(side.database.db.selectFrom('qc_items').select('name').orderBy('name'))).map((row) => row.name);
+      expect(await items(a)).toEqual(['in qc_a']);
+      expect(await items(b)).toEqual(['in qc_b']);
+      expect(await items(b)).toEqual(['in qc_b']);
+      expect(b.cache.stats()).toMatchObject({ hits: 1, misses: 1 });
+      // A write through a moves the shared version of qc_items: b's entry is dropped too (a miss, never stale).
+      await a.database.db.insertInto('qc_items').values({ name: 'added to qc_a' }).execute();
+      expect(await items(b)).toEqual(['in qc_b']);
+      expect(b.cache.stats().misses).toBe(2);
+      expect(await items(a)).toEqual(['added to qc_a', 'in qc_a']);
+    } finally {
+      for (const on of connected) await on.close();
+      await sql`DROP SCHEMA qc_a, qc_b CASCADE`.execute(admin.db);
+    }
   });
 
   test('options are checked', () => {

@@ -4,8 +4,10 @@ import type { Redis } from 'ioredis';
 import type { RawBuilder } from 'kysely';
 import { InvalidOptionError } from '../../errors.js';
 import { checkMilliseconds } from '../../pool/options.js';
-import { currentKysely, type Database, observeWrites } from '../connect.js';
+import { cacheIdentity, currentKysely, type Database, observeWrites } from '../connect.js';
 import { currentDeadline, type Deadline, statementSignal } from '../deadline-scope.js';
+import { hydratedModel, rowsOf } from '../model/hydrate-plugin.js';
+import { hydrateAll } from '../model/model.js';
 import type { WriteObserver } from '../write-observers.js';
 import { decodeValue, encodeValue } from './cache-codec.js';
 import { QueryCacheError } from './cache-errors.js';
@@ -47,7 +49,7 @@ const RETRY_FIRST_MS = 100;
 /** ...up to this, for as long as the cache is open. */
 const RETRY_MAX_MS = 5_000;
 /** Changes when the key or entry format does: old entries are then never read. */
-const FORMAT = 'v1';
+const FORMAT = 'v2';
 
 /** A cached read running its query: told by the connection when the query ran in a transaction. */
 interface ReadContext {
@@ -129,6 +131,10 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
   const onError = options.onError;
   if (onError !== undefined && typeof onError !== 'function') throw new InvalidOptionError('onError', 'expected a function.');
   const store = new CacheStore(options.redis, prefix);
+  // In entry keys rather than `database.location`: the user and the URL's query string (a
+  // role, a search_path) may change what a query returns. Table versions carry none of it:
+  // a write must invalidate every database that may see the table.
+  const identity = cacheIdentity(database);
   const flights = new SingleFlight<FlightOutcome>();
   const stats = { hits: 0, misses: 0, singleFlightJoins: 0, bypassed: 0, notStored: 0, errors: 0 };
   /** Tables a transaction of this process is writing: how many such transactions are open. */
@@ -243,6 +249,12 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
     }
     const tables = declared === undefined ? found.tables : [...new Set([...found.tables, ...declared])].sort();
     const run = async (): Promise<O[]> => (raw ? (await query.execute(kysely)).rows : await query.execute());
+    // A model builder (`users.selectFrom()`, marked by its HydratePlugin): its rows are
+    // stored, as `users.query().cached()` stores them (same SQL, same entry), and instances
+    // made from them at every read, so instanceof holds and each has its own snapshot.
+    const model = raw ? undefined : hydratedModel(compiled.query);
+    const runRows = model === undefined ? run : () => rowsOf(compiled.queryId, run);
+    const finish = model === undefined ? (rows: unknown[]) => rows as O[] : (rows: unknown[]) => hydrateAll(model, rows as Array<Record<string, unknown>>) as O[];
 
     // Inside a transaction a result may be uncommitted, or an older snapshot: not shared, and
     // the transaction's own writes are not in the cache.
@@ -255,7 +267,7 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
       // The tables too: one SQL text cached with two different `tables` lists is two entries
       // (their versions may be equal strings: versions made in one script start equal).
       hash = createHash('sha1')
-        .update(`${FORMAT}\u0000${database.location}\u0000${tables.join('\u0000')}\u0000${compiled.sql}\u0000${encodeValue(compiled.parameters)}`)
+        .update(`${FORMAT}\u0000${identity}\u0000${tables.join('\u0000')}\u0000${compiled.sql}\u0000${encodeValue(compiled.parameters)}`)
         .digest('hex');
     } catch {
       // A parameter the codec cannot write (a class instance): no key for this query.
@@ -286,7 +298,7 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
     }
     if (read.entry !== null) {
       try {
-        const rows = decodeValue(read.entry) as O[];
+        const rows = finish(decodeValue(read.entry) as unknown[]);
         stats.hits++;
         return rows;
       } catch {
@@ -298,7 +310,7 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
     if (inFlight !== undefined) {
       stats.singleFlightJoins++;
       const outcome = await withinDeadline(inFlight);
-      if (outcome.ok) return outcome.payload === undefined ? run() : (decodeValue(outcome.payload) as O[]);
+      if (outcome.ok) return outcome.payload === undefined ? run() : finish(decodeValue(outcome.payload) as unknown[]);
       if (outcome.leaderOnly) return run();
       throw outcome.error;
     }
@@ -307,7 +319,7 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
       const context: ReadContext = { inTransaction: false };
       let rows: unknown[];
       try {
-        rows = await reading.run(context, run);
+        rows = await reading.run(context, runRows);
       } catch (error) {
         return { ok: false, error, leaderOnly: passed(deadline) };
       }
@@ -337,7 +349,7 @@ export function createQueryCache<DB>(database: Database<DB>, options: QueryCache
       return { ok: true, rows, payload };
     });
     if (!outcome.ok) throw outcome.error;
-    return outcome.rows as O[];
+    return finish(outcome.rows);
   };
 
   return {

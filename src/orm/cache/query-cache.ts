@@ -48,7 +48,8 @@ export interface QueryCache<DB> {
    * Runs a SELECT through the cache: the stored result if there is one for its SQL, its
    * parameters and the current versions of its tables, else the query on the database
    * (stored for `ttlMs`). The query runs where it was built (a transaction's builder in
-   * the transaction); inside a transaction the cache is not used.
+   * the transaction); inside a transaction the cache is not used. A repository's
+   * `selectFrom()` builder gives instances of its model, hit or miss (its rows are stored).
    */
   execute<O>(query: CacheableQuery<O>, options?: CachedQueryOptions): Promise<O[]>;
   /** The first row `execute` gives, or `undefined`. */
