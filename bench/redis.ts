@@ -4,7 +4,8 @@
  * sluice's Redis pieces against their plain counterparts, side by side in one run:
  * - dedicated connections (`connectRedis`: a sluice pool of ioredis connections, each
  *   command under a deadline that would unblock it on the server) against plain ioredis:
- *   GET (ioredis: its one shared, pipelined connection), RPUSH + BLPOP on one connection
+ *   GET (ioredis: its one shared, pipelined connection, and a connection per caller, the
+ *   pattern sluice's pool has), RPUSH + BLPOP on one connection
  *   (ioredis: a duplicate connection per caller, as blocking consumers use it), and a
  *   WATCH/MULTI/EXEC transaction (ioredis: a duplicate per caller);
  * - primary-key lookups and an aggregate on PostgreSQL, uncached (plain Kysely through sluice)
@@ -92,6 +93,18 @@ const redisClients: Record<string, Array<() => Client>> = {
     () => {
       const redis = new Redis(REDIS_URL);
       return { name: 'ioredis (shared connection)', operation: () => redis.get(`${PREFIX}:k`), close: async () => void (await redis.quit()) };
+    },
+    () => {
+      const connections = perCaller();
+      return {
+        name: 'ioredis (connection per caller)',
+        operation: async () => {
+          const redis = await connections.take();
+          await redis.get(`${PREFIX}:k`);
+          connections.give(redis);
+        },
+        close: connections.close,
+      };
     },
     () => {
       const client = connectRedis(REDIS_URL, { pool: { max: POOL_MAX } });

@@ -112,6 +112,17 @@ describe.skipIf(redisUrl === '')('the Redis connection budget under faults (real
     expect(textOf(error)).not.toContain('hunter2');
   });
 
+  test('a URL naming a database Redis does not have fails callers at once with UNKNOWN_DATABASE, not as an outage', async () => {
+    newKey();
+    const url = new URL(redisUrl);
+    url.pathname = '/9999';
+    const counted = new Counted();
+    const pool = track(counted.pool(budget({ url: url.toString(), whenUnavailable: { localLimit: 2 } })));
+    const error = await pool.acquire({ timeoutMs: 20_000 }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'POOL_CREATE_FAILED', cause: { code: 'UNKNOWN_DATABASE' } });
+    expect(counted.peak).toBe(0);
+  });
+
   test('local-limit fallback: Redis unreachable, up to localLimit are created; once Redis answers they are counted there', async () => {
     newKey();
     const through = await proxy();

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { describeError, InvalidOptionError, SluiceError } from '../../errors.js';
 import type { BudgetSlot, ConnectionBudget } from '../../pool/budget.js';
 import { checkMilliseconds } from '../../pool/options.js';
+import { ConnectionError } from '../errors.js';
 import { BUDGET_SCRIPT } from './budget-script.js';
 import { parseRedisUrl } from './redis-url.js';
 
@@ -169,6 +170,8 @@ class Budget implements RedisConnectionBudget {
   #lastRedisError: unknown = undefined;
   /** Redis counts nothing of ours: no need to renew. */
   #idleInRedis = true;
+  /** The URL names a database Redis does not have: nothing will work until it is fixed. */
+  #unknownDatabase: ConnectionError | undefined;
 
   constructor(options: RedisConnectionBudgetOptions) {
     if (options === null || typeof options !== 'object') {
@@ -223,6 +226,14 @@ class Budget implements RedisConnectionBudget {
     // Reported through the failing calls (as their cause, and the pool's `error` events).
     this.#redis.on('error', (error: unknown) => {
       this.#lastRedisError = error;
+      // ioredis reports a failed SELECT only here, and goes on in database 0.
+      if (error instanceof Error && /DB index is out of range/i.test(error.message)) {
+        this.#unknownDatabase ??= new ConnectionError(
+          'UNKNOWN_DATABASE',
+          `Redis has no database ${target.db} (the budget's URL names it): fix the URL.`,
+          { cause: error },
+        );
+      }
     });
     this.#redis.defineCommand('sluiceBudget', { numberOfKeys: 3, lua: BUDGET_SCRIPT });
     this.#renewTimer = setInterval(() => this.#renew(), this.#renewMs);
@@ -390,14 +401,18 @@ class Budget implements RedisConnectionBudget {
 
   #call(held: number, want: number): Promise<Answer> {
     const [holders, leases, waiting] = this.#keys;
-    return this.#ready().then(() =>
-      this.#redis.sluiceBudget(holders, leases, waiting, this.#holder, held, want, this.#limit, this.#leaseMs, 2 * POLL_MAX_MS + this.#timeoutMs),
-    );
+    return this.#ready().then(async () => {
+      const answer = await this.#redis.sluiceBudget(holders, leases, waiting, this.#holder, held, want, this.#limit, this.#leaseMs, 2 * POLL_MAX_MS + this.#timeoutMs);
+      // SELECT runs before the script on the same connection: its failure is known by now.
+      if (this.#unknownDatabase !== undefined) throw this.#unknownDatabase;
+      return answer;
+    });
   }
 
   /** Resolves once connected, within the Redis timeout; rejects with the reason it is not. */
   async #ready(): Promise<void> {
     const redis = this.#redis;
+    if (this.#unknownDatabase !== undefined) throw this.#unknownDatabase;
     if (redis.status === 'ready') return;
     if (redis.status === 'wait' || redis.status === 'end') void redis.connect().catch(() => {});
     await new Promise<void>((resolve, reject) => {
@@ -440,6 +455,11 @@ class Budget implements RedisConnectionBudget {
   #onUnavailable(error: unknown): void {
     this.#unavailable = error;
     const localLimit = this.#localLimit;
+    if (error instanceof ConnectionError && error.permanent) {
+      // A wrong URL is not an outage: callers hear of it at once (the pool fails them).
+      for (const take of this.#pending.splice(0)) this.#settle(take, error);
+      return;
+    }
     if (localLimit === undefined) {
       // Fail closed: no slot until Redis answers. The pool retries, with backoff.
       const refusal = new BudgetUnavailableError(
