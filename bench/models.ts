@@ -13,11 +13,11 @@
  */
 import { type Generated, sql } from 'kysely';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type Database } from '../src/orm/connect.js';
 import { defineModels, hasMany, repository } from '../src/orm/model/index.js';
+import { listening } from './listening.js';
 import { benchArgs, formatTable, measure, medianOfRounds } from './measure.js';
 
 const ROWS = 10_000;
@@ -43,20 +43,6 @@ class User extends Model('sluice_bench_model_users') {
 class Post extends Model('sluice_bench_model_posts') {}
 
 type Target = 'sqlite' | 'postgres' | 'mysql';
-
-function listening(url: string): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = tcpConnect(Number(port), hostname);
-    const done = (ok: boolean): void => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
 
 async function seed(database: Database<BenchDB>, target: Target): Promise<void> {
   const db = database.db;
@@ -100,7 +86,7 @@ async function main(): Promise<void> {
   try {
     for (const target of targets) {
       const url = target === 'sqlite' ? `sqlite:${join(sqliteDir, 'bench.db')}` : target === 'postgres' ? PG_URL : MYSQL_URL;
-      if (target !== 'sqlite' && !(await listening(url))) {
+      if (target !== 'sqlite' && !(await listening(url, target === 'mysql' ? 3306 : 5432))) {
         if (!json) console.log(`${target}: no server answers, skipped`);
         continue;
       }

@@ -15,11 +15,11 @@
  */
 import { type Generated, sql } from 'kysely';
 import { Redis } from 'ioredis';
-import { connect as tcpConnect } from 'node:net';
 import { connect, type Database } from '../src/orm/connect.js';
 import { defineModels, repository } from '../src/orm/model/index.js';
 import type { QueryCache } from '../src/index.js';
 import { connectRedis, createQueryCache } from '../src/redis.js';
+import { listening } from './listening.js';
 import { benchArgs, formatTable, measure, medianOfRounds } from './measure.js';
 
 const REDIS_URL = process.env.SLUICE_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -53,20 +53,6 @@ interface Cell {
   readonly p99Ms: number;
   /** The client the ratio is taken against. */
   readonly baseline: string;
-}
-
-function listening(url: string): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = tcpConnect(Number(port || 6379), hostname);
-    const done = (ok: boolean): void => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
 }
 
 /** ioredis connections, one per caller, made on first use: the plain way to run blocking commands. */
@@ -246,13 +232,13 @@ async function runPart(
 
 async function main(): Promise<void> {
   const { json, seconds, rounds, levels } = benchArgs({ seconds: '1', concurrency: '1,32' });
-  if (!(await listening(REDIS_URL))) throw new Error('bench:redis needs Redis: set SLUICE_REDIS_URL or run one on 127.0.0.1:6379.');
+  if (!(await listening(REDIS_URL, 6379))) throw new Error('bench:redis needs Redis: set SLUICE_REDIS_URL or run one on 127.0.0.1:6379.');
   const admin = new Redis(REDIS_URL);
   await admin.set(`${PREFIX}:k`, 'value');
   const cells = await runPart('dedicated connections', redisClients, levels, seconds, rounds);
 
   let database: Database<BenchDB> | undefined;
-  if (await listening(PG_URL)) {
+  if (await listening(PG_URL, 5432)) {
     database = connect<BenchDB>(PG_URL, { pool: { max: POOL_MAX } });
     await seed(database);
     cells.push(...(await runPart('query cache (PostgreSQL)', cacheClients(database, admin), levels, seconds, rounds)));

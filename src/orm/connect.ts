@@ -2,7 +2,8 @@ import { Kysely, type IsolationLevel, type LogConfig, type Transaction, sql } fr
 import { InvalidOptionError } from '../errors.js';
 import { TransactionRolledBackError } from '../drivers/errors.js';
 import type { Driver, DriverConnection } from '../drivers/driver.js';
-import { createPool, type Pool, type PoolOptions, type PoolStats } from '../pool/index.js';
+import type { Pool, PoolSettings, PoolStats } from '../pool/index.js';
+import { connectionPool } from './connection-pool.js';
 import { checkMilliseconds, DEFAULT_ACQUIRE_TIMEOUT_MS } from '../pool/options.js';
 import { type DeadlineOptions, withDeadline, withoutDeadline } from './deadline-scope.js';
 import { checkSqliteTransaction, PoolKyselyDriver } from './kysely-driver.js';
@@ -15,9 +16,7 @@ import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 
 /** Pool settings `connect` passes on; the connection lifecycle hooks are sluice's own. */
-export type ConnectPoolOptions = Partial<
-  Omit<PoolOptions<DriverConnection>, 'create' | 'destroy' | 'validate' | 'isFatalError' | 'isPermanentCreateError'>
->;
+export type ConnectPoolOptions = PoolSettings<DriverConnection>;
 
 /** Settings for SQLite (`sqlite:` URLs). */
 export interface SqliteConnectOptions {
@@ -280,21 +279,11 @@ export function connect<DB>(url: string, options: ConnectOptions = {}): Database
     throw new InvalidOptionError('statementCacheSize', 'must be a whole number, 0 or more.');
   }
   const driver = lazyDriver(dialect, () => loadDriver(target, options));
-  const pool: Pool<DriverConnection> = createPool<DriverConnection>({
-    max: 10,
-    ...poolOptions,
-    create: async ({ signal }) => {
-      const connection = await driver.connect({ signal });
-      connection.onBroken((error) => pool.evict(connection, error));
-      return connection;
-    },
-    destroy: (connection) => connection.close(),
-    validate: async (connection, { signal }) => {
-      await connection.ping({ signal });
-      return true;
-    },
-    isFatalError: (error) => driver.isFatal(error),
-  });
+  const pool = connectionPool<DriverConnection>(
+    (signal) => driver.connect({ signal }),
+    (error) => driver.isFatal(error),
+    poolOptions,
+  );
   const kyselyDriver = new PoolKyselyDriver(pool, driver, statementTimeoutMs);
   const db = new Kysely<DB>({
     dialect: new SluiceDialect(driver, kyselyDriver),

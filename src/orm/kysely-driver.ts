@@ -4,7 +4,8 @@ import { InvalidOptionError, SluiceError } from '../errors.js';
 import { type Pool, PoolCreateError } from '../pool/index.js';
 import { anySignal, currentDeadline, withoutDeadline } from './deadline-scope.js';
 import { PinnedConnection, type PinOptions, TransactionPin } from './pinned-transaction.js';
-import { type CallOptions, type DeadlineSource, giveBack, PooledConnection } from './pooled-connection.js';
+import { giveBack } from './connection-pool.js';
+import { type CallOptions, type DeadlineSource, PooledConnection } from './pooled-connection.js';
 import { WriteObservers } from './write-observers.js';
 
 /**

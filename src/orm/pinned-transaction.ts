@@ -23,7 +23,8 @@ import { ConnectionLostError, DatabaseError, TransactionRolledBackError } from '
 import { SluiceError } from '../errors.js';
 import { PoolTimeoutError } from '../pool/index.js';
 import { currentDeadline, statementSignal, withoutDeadline } from './deadline-scope.js';
-import { type CallOptions, giveBack, type PooledConnection } from './pooled-connection.js';
+import { giveBack } from './connection-pool.js';
+import { type CallOptions, type PooledConnection } from './pooled-connection.js';
 
 export interface PinOptions {
   readonly dialect: Driver['dialect'];

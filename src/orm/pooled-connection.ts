@@ -274,26 +274,6 @@ function toQueryResult<R>(result: StatementResult<R>): QueryResult<R> {
   };
 }
 
-/** Returns a connection to the pool clean (an open transaction rolled back), or destroys it. Never rejects. */
-export async function giveBack(lease: Lease<DriverConnection>): Promise<void> {
-  if (lease.released) return;
-  const resource = lease.resource;
-  let clean = !resource.broken;
-  if (clean) {
-    try {
-      // Drivers take deadlines only as signals, never from the scope: nothing to step out of.
-      // A driver bounds its own reset (its cancel grace period): one that fails, or does not
-      // finish in time, leaves the connection in doubt.
-      await resource.reset();
-    } catch {
-      // A connection that cannot be reset cannot be trusted.
-      clean = false;
-    }
-  }
-  if (clean && !resource.broken) lease.release();
-  else lease.destroy();
-}
-
 /**
  * A write in a transaction: told before the statement runs, so that from now on reads of its
  * tables skip the cache until the transaction ends; the commit tells the cache they changed.

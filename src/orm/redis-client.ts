@@ -5,7 +5,8 @@ import type { RedisDriver } from '../drivers/redis/redis-driver.js';
 import { RedisTransactionConflictError } from '../drivers/redis/redis-errors.js';
 import { describeRedisTarget, parseRedisUrl } from '../drivers/redis/redis-url.js';
 import { InvalidOptionError, SluiceError } from '../errors.js';
-import { createPool, type Lease, type Pool, PoolCreateError, type PoolOptions, type PoolStats } from '../pool/index.js';
+import { type Lease, type Pool, PoolCreateError, type PoolSettings, type PoolStats } from '../pool/index.js';
+import { connectionPool, giveBack } from './connection-pool.js';
 import { checkMilliseconds } from '../pool/options.js';
 import { currentDeadline, type Deadline, type DeadlineOptions, withDeadline } from './deadline-scope.js';
 import {
@@ -19,9 +20,7 @@ import {
 } from './redis-session.js';
 
 /** Pool settings `connectRedis` passes on; the connection lifecycle hooks are sluice's own. */
-export type RedisPoolOptions = Partial<
-  Omit<PoolOptions<RedisConnection>, 'create' | 'destroy' | 'validate' | 'isFatalError' | 'isPermanentCreateError'>
->;
+export type RedisPoolOptions = PoolSettings<RedisConnection>;
 
 export interface RedisConnectOptions {
   /** Pool settings. `max` defaults to 10: at most that many commands block at once. */
@@ -109,21 +108,11 @@ export function connectRedis(url: string, options: RedisConnectOptions = {}): Re
       },
     ));
 
-  const pool: Pool<RedisConnection> = createPool<RedisConnection>({
-    max: 10,
-    ...options.pool,
-    create: async ({ signal }) => {
-      const connection = await (await driver()).connect({ signal });
-      connection.onBroken((error) => pool.evict(connection, error));
-      return connection;
-    },
-    destroy: (connection) => connection.close(),
-    validate: async (connection, { signal }) => {
-      await connection.ping({ signal });
-      return true;
-    },
-    isFatalError: (error) => error instanceof ConnectionLostError,
-  });
+  const pool = connectionPool(
+    async (signal) => (await driver()).connect({ signal }),
+    (error) => error instanceof ConnectionLostError,
+    options.pool,
+  );
 
   const onConnection = async <T>(work: (session: ConnectionSession) => Promise<T>): Promise<T> => {
     const lease = await acquire(pool);
@@ -209,18 +198,3 @@ async function acquire(pool: Pool<RedisConnection>): Promise<Lease<RedisConnecti
   }
 }
 
-/** Back to the pool clean (MULTI discarded, keys unwatched), or destroyed. Never rejects. */
-async function giveBack(lease: Lease<RedisConnection>): Promise<void> {
-  if (lease.released) return;
-  const connection = lease.resource;
-  let clean = !connection.broken;
-  if (clean) {
-    try {
-      await connection.reset();
-    } catch {
-      clean = false;
-    }
-  }
-  if (clean && !connection.broken) lease.release();
-  else lease.destroy();
-}

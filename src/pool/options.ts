@@ -115,6 +115,15 @@ export interface PoolOptions<R> {
   readonly budget?: ConnectionBudget;
 }
 
+/**
+ * The settings of a pool whose resource lifecycle (`create`, `destroy`, `validate` and the
+ * error classifiers) belongs to whoever makes it: what `connect()` and `connectRedis()` take
+ * as their `pool` option.
+ */
+export type PoolSettings<R> = Partial<
+  Omit<PoolOptions<R>, 'create' | 'destroy' | 'validate' | 'isFatalError' | 'isPermanentCreateError'>
+>;
+
 /** The options with every default filled in and checked. */
 export interface ResolvedPoolOptions<R> {
   readonly create: (context: CreateContext) => Promise<R> | R;

@@ -3,7 +3,7 @@
  * URLs through the TCP proxy, outcomes of promises, liveness bounds, and what is left open.
  * None of them asserts on how long something took.
  */
-import { Socket } from 'node:net';
+import { createServer, Socket } from 'node:net';
 import type { DriverConnection } from '../../src/drivers/driver.js';
 import type { Database } from '../../src/orm/connect.js';
 import type { DestroyReason } from '../../src/pool/events.js';
@@ -54,6 +54,15 @@ export async function outcomeOf<T>(promise: Promise<T>): Promise<{ ok: true; val
  * Polls `condition` until it holds, for at most `limitMs` (a bound, so that a bug shows as a
  * failed assertion instead of a hung test; not a timing assertion). Returns the last result.
  */
+/** A port on 127.0.0.1 that nothing listens on (it was free a moment ago). */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 export async function eventually(condition: () => boolean | Promise<boolean>, limitMs = 5_000): Promise<boolean> {
   const giveUpAt = Date.now() + limitMs;
   for (;;) {

@@ -4,7 +4,6 @@
  * second process), single flight, and Redis failing for real (a closed port, a stalled proxy).
  */
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { CamelCasePlugin, type Generated, type Kysely, sql, type LogEvent } from 'kysely';
 import type { TestDatabase } from 'sluice/testing';
@@ -15,6 +14,7 @@ import { createQueryCache, QueryCacheError, type QueryCache, type QueryCacheOpti
 import { connect, currentKysely, type Database, pinTransaction } from '../../src/orm/connect.js';
 import { models, type Repository } from '../../src/orm/model/index.js';
 import { clearTables, type DB as ModelDB, User } from '../support/models-schema.js';
+import { closedPort, eventually } from './fault-helpers.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 const redisUrl = testServerUrl('redis') ?? '';
@@ -23,24 +23,6 @@ interface ValuesTable {
   qc_values: { id: Generated<number>; at: Date; data: Buffer; meta: unknown; note: string | null };
 }
 type DB = ModelDB & ValuesTable;
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** Waits until `condition` holds: a guard against a hang, not a timing assertion. */
-async function eventually(condition: () => Promise<boolean> | boolean, what: string): Promise<void> {
-  const until = Date.now() + 20_000;
-  while (!(await condition())) {
-    if (Date.now() > until) throw new Error(`never happened: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 describe.skipIf(redisUrl === '' || skipReason('postgres') !== undefined)('query cache over PostgreSQL and Redis (real servers)', () => {
   let testDatabase: TestDatabase<DB>;
@@ -378,12 +360,16 @@ describe.skipIf(redisUrl === '' || skipReason('postgres') !== undefined)('query 
     expect(names(await cache.execute(usersByName()))).toEqual(['Ada', 'Grace']);
     expect(await version('sluice_model_users')).toBe(before);
     proxy.setMode('pass');
-    await eventually(async () => (await version('sluice_model_users')) !== before, 'the invalidation retried');
+    // Guards (20 s) against a hang, not timing assertions.
+    expect(await eventually(async () => (await version('sluice_model_users')) !== before, 20_000), 'the invalidation retried').toBe(true);
     // Back to normal: stored, then hit.
-    await eventually(async () => {
-      await cache.execute(usersByName());
-      return cache.stats().hits > 0;
-    }, 'a hit after Redis came back');
+    expect(
+      await eventually(async () => {
+        await cache.execute(usersByName());
+        return cache.stats().hits > 0;
+      }, 20_000),
+      'a hit after Redis came back',
+    ).toBe(true);
     expect(names(await cache.execute(usersByName()))).toEqual(['Ada', 'Grace']);
   });
 

@@ -83,17 +83,20 @@ for (const dialect of ['sqlite', 'mysql'] as const) {
       expect(await names()).toEqual(['Augusta']);
     });
 
-    test.runIf(dialect === 'sqlite')('bigints (SQLite with bigints: true) round-trip exactly', async () => {
-      await clearTables(database);
-      prefix = `sluice-test:qc:${randomBytes(6).toString('hex')}`;
-      cache = createQueryCache(database, { redis, prefix });
-      await users.insert({ name: 'Big', email: 'b@example.com', age: 1, bio: null });
-      const query = () => database.db.selectFrom('sluice_model_users').select(['id', 'age']);
-      const fresh = await cache.execute(query());
-      const cached = await cache.execute(query());
-      expect(cache.stats().hits).toBe(1);
-      expect(typeof cached[0]!.age).toBe('bigint');
-      expect(cached).toEqual(fresh);
-    });
+    // Only SQLite is opened with bigints: true here: the test exists for it alone.
+    if (dialect === 'sqlite') {
+      test('bigints (SQLite with bigints: true) round-trip exactly', async () => {
+        await clearTables(database);
+        prefix = `sluice-test:qc:${randomBytes(6).toString('hex')}`;
+        cache = createQueryCache(database, { redis, prefix });
+        await users.insert({ name: 'Big', email: 'b@example.com', age: 1, bio: null });
+        const query = () => database.db.selectFrom('sluice_model_users').select(['id', 'age']);
+        const fresh = await cache.execute(query());
+        const cached = await cache.execute(query());
+        expect(cache.stats().hits).toBe(1);
+        expect(typeof cached[0]!.age).toBe('bigint');
+        expect(cached).toEqual(fresh);
+      });
+    }
   });
 }

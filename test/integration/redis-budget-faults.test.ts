@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { testServerUrl } from 'sluice/testing/vitest';
@@ -11,26 +10,10 @@ import {
   type RedisConnectionBudgetOptions,
 } from '../../src/drivers/redis/redis-connection-budget.js';
 import { runNode } from '../support/run-node.js';
+import { closedPort, eventually, viaProxy } from './fault-helpers.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 const redisUrl = testServerUrl('redis') ?? '';
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** Polls `done` until it holds; fails if it never does (a guard, not a timing assertion). */
-async function until(done: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let tries = 0; !(await done()); tries++) {
-    if (tries > 1_000) throw new Error(`never saw: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /** Every message and stack in an error's cause chain. */
 function textOf(error: unknown): string {
@@ -75,12 +58,7 @@ describe.skipIf(redisUrl === '')('the Redis connection budget under faults (real
     proxies.push(started);
     return started;
   };
-  const via = (through: TcpProxy): string => {
-    const url = new URL(redisUrl);
-    url.hostname = through.host;
-    url.port = String(through.port);
-    return url.toString();
-  };
+  const via = (through: TcpProxy): string => viaProxy(redisUrl, through);
 
   beforeAll(() => {
     redis = new Redis(redisUrl);
@@ -138,10 +116,7 @@ describe.skipIf(redisUrl === '')('the Redis connection budget under faults (real
     expect(counted.peak).toBe(2);
 
     through.setMode('pass');
-    for (let tries = 0; Object.keys(await holders()).length === 0; tries++) {
-      if (tries > 500) throw new Error('the budget never reached Redis again');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    expect(await eventually(async () => Object.keys(await holders()).length > 0, 20_000), 'the budget reaches Redis again').toBe(true);
     expect(Object.values(await holders())).toEqual(['2']);
     expect(local.stats()).toMatchObject({ held: 2, available: true });
     for (const lease of leases) lease.release();
@@ -185,9 +160,13 @@ describe.skipIf(redisUrl === '')('the Redis connection budget under faults (real
     through.setMode('stall');
     // Cut off until just before its lease would run out: it gives the slots up (to close as
     // soon as the connections are idle), but they are still in use.
-    await until(() => stalled.stats().revoked === 2, 'the stalled budget giving its slots up');
+    // Guards (20 s) against a hang, not timing assertions.
+    expect(await eventually(() => stalled.stats().revoked === 2, 20_000), 'the stalled budget gives its slots up').toBe(true);
     through.setMode('pass');
-    await until(async () => stalled.stats().available && Object.values(await holders()).includes('2'), 'Redis counting them again');
+    expect(
+      await eventually(async () => stalled.stats().available && Object.values(await holders()).includes('2'), 20_000),
+      'Redis counts them again',
+    ).toBe(true);
     // Time for the other process to poll a few times (it must keep waiting).
     await new Promise((resolve) => setTimeout(resolve, 600));
     expect(otherGot).toBe(false);
@@ -225,10 +204,7 @@ describe.skipIf(redisUrl === '')('the Redis connection budget under faults (real
     const waiting = starved.acquire({ timeoutMs: 20_000 });
     // The greedy pool wants more too.
     const more = greedy.acquire({ timeoutMs: 20_000 });
-    for (let tries = 0; !greedyBudget.stats().contended; tries++) {
-      if (tries > 500) throw new Error('the greedy budget never heard of the waiting pool');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    expect(await eventually(() => greedyBudget.stats().contended, 20_000), 'the greedy budget hears of the waiting pool').toBe(true);
     // Above its share (3 of 3, share 1) while another waits below its own: the connection it
     // gives back is destroyed, not handed to its own waiter, and the slot goes to the other.
     leases[0]!.release();

@@ -4,9 +4,9 @@
  * MULTI/WATCH; errors; a killed connection; a wrong password. No assertion is about timing.
  */
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, test } from 'vitest';
 import { testServerUrl } from 'sluice/testing/vitest';
+import { redisScratch } from '../support/redis-scratch.js';
 import { ConnectionError, ConnectionLostError, QueryTimeoutError } from '../../src/drivers/errors.js';
 import { RedisCommandError, RedisTransactionConflictError } from '../../src/drivers/redis/redis-errors.js';
 import { SluiceError } from '../../src/errors.js';
@@ -18,22 +18,12 @@ import { eventually, outcomeOf } from './fault-helpers.js';
 const url = testServerUrl('redis') ?? '';
 
 describe.skipIf(url === '')('dedicated Redis connections (connectRedis)', () => {
-  /** A plain ioredis client outside the code under test: pushes, CLIENT LIST, CLIENT KILL. */
-  let admin: Redis;
-  let prefix: string;
-  const clients: RedisClient[] = [];
+  const { admin, key } = redisScratch(url, 'sluice-redis-test');
 
-  beforeAll(async () => {
-    admin = new Redis(url, { lazyConnect: true, protocol: 2, maxRetriesPerRequest: 0 });
-    await admin.connect();
-    prefix = `sluice-redis-test:${process.pid}:${Math.random().toString(36).slice(2)}:`;
-  });
+  const clients: RedisClient[] = [];
 
   afterAll(async () => {
     await Promise.all(clients.map((client) => client.close()));
-    const keys = await admin.keys(`${prefix}*`);
-    if (keys.length > 0) await admin.del(...keys);
-    await admin.quit();
   });
 
   /** A client with one connection, so "the same connection" is checkable. */
@@ -42,10 +32,6 @@ describe.skipIf(url === '')('dedicated Redis connections (connectRedis)', () => 
     clients.push(client);
     return client;
   }
-
-  /** A fresh key name of this test run. */
-  let counter = 0;
-  const key = (name: string): string => `${prefix}${name}:${++counter}`;
 
   /** The server's view of client `id`: its flags (`b` while blocked) and last command; undefined once gone. */
   async function serverClient(id: number): Promise<{ flags: string; cmd: string } | undefined> {

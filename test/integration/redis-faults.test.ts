@@ -8,9 +8,9 @@
  * killed). In production both go the same way; the last test stalls both, through
  * `connectRedis`. No assertion is about timing.
  */
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { testServerUrl } from 'sluice/testing/vitest';
+import { rawRedis, redisScratch } from '../support/redis-scratch.js';
 import { RedisControlConnection } from '../../src/drivers/redis/control-connection.js';
 import { RedisConnection } from '../../src/drivers/redis/redis-connection.js';
 import { connectRedis, type RedisClient } from '../../src/orm/redis-client.js';
@@ -21,54 +21,14 @@ import { TcpProxy } from './tcp-proxy.js';
 const url = testServerUrl('redis') ?? '';
 
 describe.skipIf(url === '')('Redis connections across a stalled network', () => {
-  let admin: Redis;
+  const { admin, key, cleanups } = redisScratch(url, 'sluice-redis-faults');
   let proxy: TcpProxy;
-  let prefix: string;
-  const cleanups: Array<() => Promise<unknown> | void> = [];
-
-  beforeAll(async () => {
-    admin = new Redis(url, { lazyConnect: true, protocol: 2, maxRetriesPerRequest: 0 });
-    await admin.connect();
-    prefix = `sluice-redis-faults:${process.pid}:${Math.random().toString(36).slice(2)}:`;
-  });
-
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-
-  afterAll(async () => {
-    const keys = await admin.keys(`${prefix}*`);
-    if (keys.length > 0) await admin.del(...keys);
-    await admin.quit();
-  });
-
-  let counter = 0;
-  const key = (name: string): string => `${prefix}${name}:${++counter}`;
 
   async function startProxy(): Promise<TcpProxy> {
     const { host, port } = targetOf(url, 6379);
     proxy = await TcpProxy.start(host, port);
     cleanups.push(() => proxy.close());
     return proxy;
-  }
-
-  /** An ioredis connection set up as sluice's driver sets its own up. */
-  function rawRedis(target: string): Redis {
-    const parsed = new URL(target);
-    const redis = new Redis({
-      host: parsed.hostname,
-      port: Number(parsed.port || 6379),
-      protocol: 2,
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-      enableReadyCheck: false,
-      disableClientInfo: true,
-      maintNotifications: 'disabled',
-    });
-    redis.on('error', () => {});
-    return redis;
   }
 
   /** A RedisConnection through the proxy, whose control connection goes straight to the server. */

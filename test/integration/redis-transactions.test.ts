@@ -9,9 +9,9 @@
  * No assertion is about timing.
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { testServerUrl } from 'sluice/testing/vitest';
+import { rawRedis, redisScratch } from '../support/redis-scratch.js';
 import { RedisControlConnection } from '../../src/drivers/redis/control-connection.js';
 import { RedisConnection } from '../../src/drivers/redis/redis-connection.js';
 import { RedisCommandError } from '../../src/drivers/redis/redis-errors.js';
@@ -82,28 +82,7 @@ class ReplyGate {
 }
 
 describe.skipIf(url === '')('Redis transactions: MULTI..EXEC in one round trip', () => {
-  let admin: Redis;
-  let prefix: string;
-  const cleanups: Array<() => Promise<unknown> | void> = [];
-
-  beforeAll(async () => {
-    admin = new Redis(url, { lazyConnect: true, protocol: 2, maxRetriesPerRequest: 0 });
-    await admin.connect();
-    prefix = `sluice-redis-tx:${process.pid}:${Math.random().toString(36).slice(2)}:`;
-  });
-
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-
-  afterAll(async () => {
-    const keys = await admin.keys(`${prefix}*`);
-    if (keys.length > 0) await admin.del(...keys);
-    await admin.quit();
-  });
-
-  let counter = 0;
-  const key = (name: string): string => `${prefix}${name}:${++counter}`;
+  const { admin, key, cleanups } = redisScratch(url, 'sluice-redis-tx');
 
   /** One connection, never validated on checkout (a PING would wait behind held replies). */
   function open(target = url, options: Parameters<typeof connectRedis>[1] = {}): RedisClient {
@@ -319,29 +298,12 @@ describe.skipIf(url === '')('Redis transactions: MULTI..EXEC in one round trip',
     const { host, port } = targetOf(url, 6379);
     const proxy = await TcpProxy.start(host, port);
     cleanups.push(() => proxy.close());
-    const raw = (target: string): Redis => {
-      const parsed = new URL(target);
-      const redis = new Redis({
-        host: parsed.hostname,
-        port: Number(parsed.port || 6379),
-        protocol: 2,
-        lazyConnect: true,
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-        enableReadyCheck: false,
-        disableClientInfo: true,
-        maintNotifications: 'disabled',
-      });
-      redis.on('error', () => {});
-      return redis;
-    };
     // The connection through the proxy, its control connection straight to the server: the
     // CLIENT KILL lands while the block is held on the way, so it can never be applied.
-    const redis = raw(viaProxy(url, proxy));
+    const redis = rawRedis(viaProxy(url, proxy));
     await redis.connect();
     const id = Number(await redis.call('CLIENT', ['ID']));
-    const control = new RedisControlConnection(() => raw(url));
+    const control = new RedisControlConnection(() => rawRedis(url));
     const connection = new RedisConnection(redis, id, control, 300);
     cleanups.push(async () => {
       await connection.close();

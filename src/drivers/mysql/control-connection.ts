@@ -1,5 +1,6 @@
 import type { Connection } from 'mysql2';
 import { BackgroundRetries } from '../background-retries.js';
+import { within } from '../time-limit.js';
 import { isFatalMysqlError, serverErrno } from './mysql-errors.js';
 
 /** ER_NO_SUCH_THREAD: "Unknown thread id". */
@@ -113,10 +114,6 @@ export class ControlConnection {
 
   /** One try at a KILL, bounded by `timeoutMs`: done, refused by the server, or not delivered. */
   async #deliver(kind: 'QUERY' | 'CONNECTION', threadId: number, timeoutMs: number): Promise<'done' | 'refused' | 'undelivered'> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
-    });
     let gaveUp = false;
     let used: Current | undefined;
     const attempt = async (): Promise<'done' | 'refused' | 'undelivered'> => {
@@ -131,9 +128,8 @@ export class ControlConnection {
       }
       return 'undelivered';
     };
-    const outcome = await Promise.race([attempt(), timedOut]);
-    clearTimeout(timer);
-    if (outcome === 'timeout') {
+    const outcome = await within(attempt(), timeoutMs);
+    if (outcome === undefined) {
       gaveUp = true;
       // A control connection that does not answer is no use: the next kill opens a new one.
       // Only the one this kill used: another kill may have opened a healthy one meanwhile.

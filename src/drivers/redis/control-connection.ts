@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { BackgroundRetries } from '../background-retries.js';
+import { within } from '../time-limit.js';
 import { isReplyError } from './redis-errors.js';
 
 /** What one command on the control connection came to. */
@@ -71,10 +72,6 @@ export class RedisControlConnection {
   /** One `CLIENT ...` command, bounded by `timeoutMs`; a dead control connection is replaced once. */
   async #deliver(args: readonly string[], timeoutMs: number): Promise<Sent | 'undelivered'> {
     if (this.#closed) return 'undelivered';
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
-    });
     let gaveUp = false;
     let used: Current | undefined;
     const attempt = async (): Promise<Sent | 'undelivered'> => {
@@ -87,9 +84,8 @@ export class RedisControlConnection {
       }
       return 'undelivered';
     };
-    const outcome = await Promise.race([attempt(), timedOut]);
-    clearTimeout(timer);
-    if (outcome === 'timeout') {
+    const outcome = await within(attempt(), timeoutMs);
+    if (outcome === undefined) {
       gaveUp = true;
       // A control connection that does not answer is no use: the next command opens another.
       if (used !== undefined) this.#discard(used);
