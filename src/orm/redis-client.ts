@@ -120,7 +120,7 @@ export function connectRedis(url: string, options: RedisConnectOptions = {}): Re
     try {
       return await work(session);
     } finally {
-      session.end();
+      await session.end();
       await giveBack(lease);
     }
   };

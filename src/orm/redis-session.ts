@@ -69,6 +69,8 @@ export class ConnectionSession implements RedisSession {
   /** Settles when the last command sent has settled: commands run one after another. */
   #tail: Promise<void> = Promise.resolve();
   #ended = false;
+  /** Aborted by `end()`: cancels a command still running then, as a deadline would. */
+  readonly #ending = new AbortController();
 
   constructor(connection: RedisConnection, deadline: () => Deadline | undefined) {
     this.#connection = connection;
@@ -79,8 +81,16 @@ export class ConnectionSession implements RedisSession {
     return this.#connection.clientId;
   }
 
-  end(): void {
+  /**
+   * Ends the session: commands not started yet reject with `SESSION_ENDED`; one still running
+   * (a BLPOP the callback did not await) is cancelled as at a deadline (unblocked on the
+   * server; its reply kept if it had completed) and awaited, so that the connection goes
+   * back to the pool with nothing running on it.
+   */
+  async end(): Promise<void> {
     this.#ended = true;
+    this.#ending.abort(sessionEnded());
+    await this.#tail;
   }
 
   command<T = unknown>(name: string, args: readonly RedisArgument[] = [], options?: DeadlineOptions): Promise<T> {
@@ -138,7 +148,7 @@ export class ConnectionSession implements RedisSession {
       await turn;
       if (this.#ended) throw sessionEnded();
       // The deadline as it is now, after the wait for the previous command.
-      const statement = statementSignal(this.#deadline());
+      const statement = statementSignal(this.#deadline(), this.#ending.signal);
       try {
         return await run(statement.signal);
       } finally {

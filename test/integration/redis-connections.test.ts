@@ -218,6 +218,65 @@ describe.skipIf(url === '')('dedicated Redis connections (connectRedis)', () => 
     expect(client.pool.stats().totals.created).toBe(1);
   });
 
+  test('EXEC or DISCARD without MULTI leaves the keys WATCHed: they are unwatched before the next user', async () => {
+    const client = open();
+    const watched = key('watched');
+    const counter = key('counter');
+    for (const stray of ['EXEC', 'DISCARD']) {
+      const failed = await outcomeOf(
+        client.withConnection(async (session) => {
+          await session.command('WATCH', [watched]);
+          await session.command(stray);
+        }),
+      );
+      expect((failed as { error: RedisCommandError }).error.message).toMatch(/without MULTI/);
+      // The next user's transaction is not aborted by a change to a key it never watched.
+      const replies = await client.withConnection(async (session) => {
+        await admin.set(watched, stray);
+        await session.command('MULTI');
+        await session.command('INCR', [counter]);
+        return session.command('EXEC');
+      });
+      expect(replies).not.toBeNull();
+    }
+    expect(await admin.get(counter)).toBe('2');
+    expect(client.pool.stats().totals.created).toBe(1);
+  });
+
+  test('a command still running when the callback returns is cancelled before the connection goes back; the next user gets it', async () => {
+    const client = open();
+    const list = key('orphan');
+    let id = 0;
+    let orphan!: Promise<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
+    await client.withConnection(async (session) => {
+      id = session.clientId;
+      // Not awaited (say, a Promise.race the callback stopped caring about).
+      orphan = outcomeOf(session.blpop([list], 0));
+      expect(await eventually(() => isBlocked(id))).toBe(true);
+    });
+    await admin.rpush(list, 'next');
+    // The same connection, with nothing left running on it.
+    expect(await client.withConnection(async (session) => [session.clientId, await session.blpop([list], 0)])).toEqual([
+      id,
+      [list, 'next'],
+    ]);
+    expect(((await orphan) as { error: SluiceError }).error.code).toBe('SESSION_ENDED');
+    expect(client.pool.stats().totals.created).toBe(1);
+  });
+
+  test('close() with a command blocked and no deadline: the connection is dropped, the command settles, the client is gone from the server', async () => {
+    // A long grace: a QUIT queued behind the blocked command would keep the socket that long.
+    const client = connectRedis(url, { pool: { max: 1, closeTimeoutMs: 100 }, cancelGraceMs: 60_000 });
+    const id = await client.withConnection(async (session) => session.clientId);
+    let settled = false;
+    const popping = outcomeOf(client.blpop([key('list')], 0)).finally(() => (settled = true));
+    expect(await eventually(() => isBlocked(id))).toBe(true);
+    await client.close();
+    expect(await eventually(() => settled)).toBe(true);
+    expect(((await popping) as { error: SluiceError }).error.code).toBe('CONNECTION_LOST');
+    expect(await eventually(async () => (await serverClient(id)) === undefined)).toBe(true);
+  });
+
   test('an error reply is a RedisCommandError with redisCode, without the arguments; the connection stays usable', async () => {
     const client = open();
     const text = key('text');

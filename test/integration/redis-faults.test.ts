@@ -72,6 +72,34 @@ describe.skipIf(url === '')('Redis connections across a stalled network', () => 
     expect(await connection.send('PING')).toBe('PONG');
   });
 
+  test('BLPOP served while its UNBLOCK is held, then the connection killed: the element already received is returned', async () => {
+    await startProxy();
+    // The other way round: the pooled connection straight to the server, the control one stalled.
+    const redis = rawRedis(url);
+    await redis.connect();
+    const id = Number(await redis.call('CLIENT', ['ID']));
+    const control = new RedisControlConnection(() => rawRedis(viaProxy(url, proxy)));
+    const connection = new RedisConnection(redis, id, control, 30_000);
+    cleanups.push(async () => {
+      await connection.close();
+      await control.close(1_000);
+    });
+    const list = key('list');
+    const controller = new AbortController();
+    const popping = outcomeOf(connection.send('BLPOP', [list, 0], { signal: controller.signal }));
+    expect(await eventually(() => isBlocked(id))).toBe(true);
+    proxy.setMode('stall');
+    controller.abort(new Error('gave up'));
+    await admin.rpush(list, 'precious');
+    expect(await eventually(async () => (await admin.llen(list)) === 0 && !(await isBlocked(id)))).toBe(true);
+    // The reply is on the client's side; then the server closes the connection.
+    await admin.call('CLIENT', 'KILL', 'ID', String(id));
+    expect(await eventually(() => connection.broken)).toBe(true);
+    // The UNBLOCK can no longer be delivered: the cancel ends now.
+    await proxy.close();
+    expect(await popping).toEqual({ ok: true, value: [list, 'precious'] });
+  });
+
   test('an unblocked command whose reply does not come back within the grace: the connection is killed, the call rejects with the reason', async () => {
     await startProxy();
     const connection = await proxiedConnection(300);

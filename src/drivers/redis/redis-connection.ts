@@ -6,7 +6,7 @@ import { ConnectionLostError } from '../errors.js';
 import { within } from '../time-limit.js';
 import { drop, quit, type RedisControlConnection, type UnblockOutcome } from './control-connection.js';
 import { type BlockOutcome, NOT_QUEUED, type QueuedCommand, readBlock } from './multi-block.js';
-import { isReplyError, replyCode, translateCommandError } from './redis-errors.js';
+import { isReplyError, translateCommandError } from './redis-errors.js';
 
 /** One argument of a Redis command, sent as a bulk string. */
 export type RedisArgument = string | number | Buffer;
@@ -42,11 +42,6 @@ const REFUSED = new Map<string, string>([
 type Outcome = { readonly ok: true; readonly reply: unknown } | { readonly ok: false; readonly error: unknown };
 
 export type { QueuedCommand } from './multi-block.js';
-
-/** The reply a command gets when `CLIENT UNBLOCK ... ERROR` ends its wait. */
-function isUnblockedReply(error: unknown): boolean {
-  return isReplyError(error) && replyCode(error) === 'UNBLOCKED';
-}
 
 /** Longest pause between two `CLIENT UNBLOCK`s for a command not blocked yet. */
 const MAX_UNBLOCK_RETRY_DELAY_MS = 200;
@@ -206,6 +201,8 @@ export class RedisConnection {
    */
   async reset(): Promise<void> {
     if (this.#health.broken) throw new ConnectionLostError('The Redis connection is closed.', { cause: undefined });
+    // A command still running (a BLPOP nobody awaited) would keep it busy for its next user.
+    if (this.#health.busy) throw new SluiceError('CONNECTION_BUSY', 'A Redis connection cannot be reset while a command runs on it.');
     const command = this.#inMulti ? 'DISCARD' : this.#watching ? 'UNWATCH' : undefined;
     if (command === undefined) return;
     this.#health.busy = true;
@@ -224,7 +221,15 @@ export class RedisConnection {
 
   /** Closes the connection: QUIT, bounded by `cancelGraceMs`, then the socket is dropped. Never rejects. */
   async close(): Promise<void> {
+    const running = this.#health.busy && !this.#health.broken;
+    // Busy: ConnectionHealth sends the CLIENT KILL (see the constructor).
     this.#health.retire();
+    if (running) {
+      // A QUIT would wait behind the running command (a blocked one: for ever): the socket
+      // is dropped now, so nothing of it outlives close().
+      drop(this.#redis);
+      return;
+    }
     await quit(this.#redis, this.#cancelGraceMs);
   }
 
@@ -242,7 +247,7 @@ export class RedisConnection {
         return { ok: true, reply };
       },
       (error: unknown) => {
-        if (isReplyError(error)) this.#track(name, false);
+        if (isReplyError(error)) this.#track(name, false, error);
         else this.#health.markBroken(translateCommandError(error, name));
         return { ok: false, error };
       },
@@ -266,10 +271,11 @@ export class RedisConnection {
       this.#abandon(lost);
       return { ok: false, error: lost };
     }
-    const multi = results[0];
-    if (multi !== undefined && (multi[0] === null || isReplyError(multi[0]))) this.#track('MULTI', multi[0] === null);
-    const exec = results[names.length + 1];
-    if (exec !== undefined && (exec[0] === null || isReplyError(exec[0]))) this.#track('EXEC', exec[0] === null);
+    for (const [index, name] of [[0, 'MULTI'], [names.length + 1, 'EXEC']] as const) {
+      const error = results[index]?.[0];
+      if (error === null) this.#track(name, true);
+      else if (isReplyError(error)) this.#track(name, false, error);
+    }
     const outcome = readBlock(names, results);
     if (!outcome.ok && outcome.error instanceof ConnectionLostError) this.#abandon(outcome.error);
     return outcome;
@@ -291,17 +297,27 @@ export class RedisConnection {
   }
 
   /** Follows the server's transaction state from the commands that answered. */
-  #track(name: string, ok: boolean): void {
+  #track(name: string, ok: boolean, error?: Error): void {
+    // "EXEC/DISCARD without MULTI" changes nothing on the server: keys WATCHed stay watched.
+    const withoutMulti = error !== undefined && /without MULTI/i.test(error.message);
     switch (name) {
       case 'MULTI':
-        // "MULTI calls can not be nested": still in the first one.
-        this.#inMulti = true;
+        // "MULTI calls can not be nested": still in the first one. Refused otherwise (an ACL): not in one.
+        if (ok || (error !== undefined && /nested/i.test(error.message))) this.#inMulti = true;
         break;
       case 'EXEC':
-      case 'DISCARD':
-        // Even a failed EXEC (EXECABORT, a WATCH conflict) ends the transaction and unwatches.
+        // A failed EXEC inside MULTI (EXECABORT) ends the transaction and unwatches, as a
+        // WATCH conflict (a null reply) does.
         this.#inMulti = false;
-        this.#watching = false;
+        if (!withoutMulti) this.#watching = false;
+        break;
+      case 'DISCARD':
+        if (ok) {
+          this.#inMulti = false;
+          this.#watching = false;
+        } else if (withoutMulti) {
+          this.#inMulti = false;
+        }
         break;
       case 'WATCH':
         if (ok) this.#watching = true;
@@ -329,13 +345,12 @@ export class RedisConnection {
     }
     // Until the server has acted on the UNBLOCK, it could still land on the next command.
     const unblocked = await unblocking;
-    if (this.#health.broken) return 'aborted';
-    if (!outcome.ok && isUnblockedReply(outcome.error)) return 'aborted';
-    if (unblocked === 'undelivered') {
+    if (unblocked === 'undelivered' && !this.#health.broken) {
       // The command ended on its own, but an UNBLOCK may still be on its way.
       this.#abandon(new ConnectionLostError('A Redis command was cancelled too late to be sure of the connection.', { cause: reason }));
     }
-    // Completed on the server before the unblock: its reply is the caller's, never lost.
+    // Completed on the server before the unblock: its reply is the caller's, never lost,
+    // even when the connection broke after it arrived.
     return outcome.ok ? outcome : 'aborted';
   }
 
