@@ -131,11 +131,13 @@ export function connectRedis(url: string, options: RedisConnectOptions = {}): Re
       ? withDeadline(scope, () => onConnection(work))
       : onConnection(work);
 
-  const transaction = (
+  // async: a bad option rejects, as every other failure of the call does.
+  const transaction = async (
     work: (session: RedisSession) => Promise<readonly RedisCommand[]>,
     txOptions: RedisTransactionOptions,
   ): Promise<unknown[]> => {
-    const { watch, retries = 0 } = txOptions;
+    const { watch, retries = 0 } = txOptions ?? {};
+    if (!Array.isArray(watch)) throw new InvalidOptionError('watch', 'expected the keys to WATCH (an array; [] for none).');
     if (watch.length > 0) checkKeys('watch', watch);
     if (!Number.isSafeInteger(retries) || retries < 0) throw new InvalidOptionError('retries', 'expected a whole number, 0 or more.');
     return withConnection(async (session) => {

@@ -297,6 +297,12 @@ describe.skipIf(url === '')('dedicated Redis connections (connectRedis)', () => 
     expect(client.pool.stats().totals.created).toBe(1);
     // Commands that would change the connection for its next user are refused before sending.
     await expect(client.command('SELECT', [1])).rejects.toMatchObject({ code: 'INVALID_OPTION' });
+    // CLIENT REPLY OFF would leave every later command waiting for a reply: refused too.
+    await expect(client.command('client', ['reply', 'off'])).rejects.toMatchObject({ code: 'INVALID_OPTION' });
+    expect(await client.command('PING')).toBe('PONG');
+    // A transaction without its watch list is a clear error, not a TypeError.
+    const noWatch = {} as Parameters<RedisClient['transaction']>[1];
+    await expect(client.transaction(async () => [], noWatch)).rejects.toMatchObject({ code: 'INVALID_OPTION', option: 'watch' });
   });
 
   test('a connection killed with CLIENT KILL while blocked -> ConnectionLostError, and the pool replaces it', async () => {

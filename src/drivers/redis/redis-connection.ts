@@ -121,7 +121,7 @@ export class RedisConnection {
    * `RedisCommandError`; a lost connection with a `ConnectionLostError`.
    */
   async send<T = unknown>(command: string, args: readonly RedisArgument[] = [], options: RedisSendOptions = {}): Promise<T> {
-    const name = checkCommand(command);
+    const name = checkCommand(command, args);
     const signal = options.signal;
     if (signal?.aborted === true) throw signal.reason;
     if (this.#health.broken) throw new ConnectionLostError('The Redis connection is closed.', { cause: undefined });
@@ -157,8 +157,8 @@ export class RedisConnection {
    */
   async multiExec(commands: readonly QueuedCommand[], options: RedisSendOptions = {}): Promise<unknown[] | null> {
     if (!Array.isArray(commands)) throw new InvalidOptionError('commands', 'expected an array of { name, args } to queue.');
-    const names = commands.map(({ name }) => {
-      const checked = checkCommand(name);
+    const names = commands.map(({ name, args = [] }) => {
+      const checked = checkCommand(name, args);
       if (NOT_QUEUED.has(checked)) throw new InvalidOptionError('command', `${checked} cannot be queued: Redis runs it at once, inside MULTI too.`);
       return checked;
     });
@@ -395,12 +395,16 @@ async function untilAborted<T>(running: Promise<T>, signal: CancelSignal): Promi
 }
 
 /** A command name, upper case; refuses what is not one, or what a pooled connection cannot take. */
-function checkCommand(command: string): string {
+function checkCommand(command: string, args: readonly RedisArgument[]): string {
   if (typeof command !== 'string' || !/^[A-Za-z][A-Za-z0-9_.|-]*$/.test(command)) {
     throw new InvalidOptionError('command', 'expected a Redis command name (GET, BLPOP); its arguments go in args.');
   }
   const name = command.toUpperCase();
   const why = REFUSED.get(name);
   if (why !== undefined) throw new InvalidOptionError('command', `${name} is not allowed on a pooled Redis connection: ${why}.`);
+  // CLIENT REPLY OFF/SKIP: the server stops answering, and every later command would hang.
+  if (name === 'CLIENT' && typeof args[0] === 'string' && args[0].toUpperCase() === 'REPLY') {
+    throw new InvalidOptionError('command', 'CLIENT REPLY is not allowed on a pooled Redis connection: every later command would wait for a reply that never comes.');
+  }
   return name;
 }
