@@ -234,26 +234,31 @@ async function main(): Promise<void> {
   const { json, seconds, rounds, levels } = benchArgs({ seconds: '1', concurrency: '1,32' });
   if (!(await listening(REDIS_URL, 6379))) throw new Error('bench:redis needs Redis: set SLUICE_REDIS_URL or run one on 127.0.0.1:6379.');
   const admin = new Redis(REDIS_URL);
-  await admin.set(`${PREFIX}:k`, 'value');
-  const cells = await runPart('dedicated connections', redisClients, levels, seconds, rounds);
-
+  const cells: Cell[] = [];
   let database: Database<BenchDB> | undefined;
-  if (await listening(PG_URL, 5432)) {
-    database = connect<BenchDB>(PG_URL, { pool: { max: POOL_MAX } });
-    await seed(database);
-    cells.push(...(await runPart('query cache (PostgreSQL)', cacheClients(database, admin), levels, seconds, rounds)));
-    await sql`DROP TABLE IF EXISTS sluice_bench_cache`.execute(database.db);
-    await database.close();
-  } else if (!json) {
-    console.log(`PostgreSQL does not answer at ${new URL(PG_URL).host}: the query cache part is skipped.`);
+  try {
+    await admin.set(`${PREFIX}:k`, 'value');
+    cells.push(...(await runPart('dedicated connections', redisClients, levels, seconds, rounds)));
+    if (await listening(PG_URL, 5432)) {
+      database = connect<BenchDB>(PG_URL, { pool: { max: POOL_MAX } });
+      await seed(database);
+      cells.push(...(await runPart('query cache (PostgreSQL)', cacheClients(database, admin), levels, seconds, rounds)));
+    } else if (!json) {
+      console.log(`PostgreSQL does not answer at ${new URL(PG_URL).host}: the query cache part is skipped.`);
+    }
+  } finally {
+    // Leave nothing behind, even when a cell failed.
+    if (database !== undefined) {
+      await sql`DROP TABLE IF EXISTS sluice_bench_cache`.execute(database.db);
+      await database.close();
+    }
+    for (let cursor = '0'; ; ) {
+      const [next, keys] = await admin.scan(cursor, 'MATCH', `*${PREFIX}*`, 'COUNT', 1000);
+      if (keys.length > 0) await admin.del(...keys);
+      if ((cursor = next) === '0') break;
+    }
+    await admin.quit();
   }
-  // Leave nothing behind in Redis.
-  for (let cursor = '0'; ; ) {
-    const [next, keys] = await admin.scan(cursor, 'MATCH', `*${PREFIX}*`, 'COUNT', 1000);
-    if (keys.length > 0) await admin.del(...keys);
-    if ((cursor = next) === '0') break;
-  }
-  await admin.quit();
 
   const ratio = (cell: Cell): number => {
     const base = cells.find((c) => c.part === cell.part && c.operation === cell.operation && c.concurrency === cell.concurrency && c.client === cell.baseline);
