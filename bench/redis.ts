@@ -18,7 +18,7 @@ import { Redis } from 'ioredis';
 import { connect, type Database } from '../src/orm/connect.js';
 import { defineModels, repository } from '../src/orm/model/index.js';
 import type { QueryCache } from '../src/index.js';
-import { connectRedis, createQueryCache } from '../src/redis.js';
+import { connectRedis, createQueryCache, type RedisClient } from '../src/redis.js';
 import { listening } from './listening.js';
 import { benchArgs, formatTable, measure, medianOfRounds } from './measure.js';
 
@@ -74,92 +74,71 @@ function perCaller(): { readonly take: () => Promise<Redis>; readonly give: (r: 
   };
 }
 
+/** ioredis with a connection of its own per caller, made on first use: the plain way to run blocking commands. */
+function ioredisPerCaller(work: (redis: Redis, id: number) => Promise<unknown>) {
+  return (): Client => {
+    const connections = perCaller();
+    return {
+      name: 'ioredis (connection per caller)',
+      operation: async (id) => {
+        const redis = await connections.take();
+        await work(redis, id);
+        connections.give(redis);
+      },
+      close: connections.close,
+    };
+  };
+}
+
+/** sluice's dedicated connections: a pool of POOL_MAX. */
+function sluice(work: (client: RedisClient, id: number) => Promise<unknown>) {
+  return (): Client => {
+    const client = connectRedis(REDIS_URL, { pool: { max: POOL_MAX } });
+    return { name: 'sluice (pooled, deadline)', operation: (id) => work(client, id), close: () => client.close() };
+  };
+}
+
 const redisClients: Record<string, Array<() => Client>> = {
   GET: [
     () => {
       const redis = new Redis(REDIS_URL);
       return { name: 'ioredis (shared connection)', operation: () => redis.get(`${PREFIX}:k`), close: async () => void (await redis.quit()) };
     },
-    () => {
-      const connections = perCaller();
-      return {
-        name: 'ioredis (connection per caller)',
-        operation: async () => {
-          const redis = await connections.take();
-          await redis.get(`${PREFIX}:k`);
-          connections.give(redis);
-        },
-        close: connections.close,
-      };
-    },
-    () => {
-      const client = connectRedis(REDIS_URL, { pool: { max: POOL_MAX } });
-      return { name: 'sluice (pooled, deadline)', operation: () => client.command('GET', [`${PREFIX}:k`], { timeoutMs: 1_000 }), close: () => client.close() };
-    },
+    ioredisPerCaller((redis) => redis.get(`${PREFIX}:k`)),
+    sluice((client) => client.command('GET', [`${PREFIX}:k`], { timeoutMs: 1_000 })),
   ],
   'RPUSH + BLPOP': [
-    () => {
-      const connections = perCaller();
-      return {
-        name: 'ioredis (connection per caller)',
-        operation: async (id) => {
-          const redis = await connections.take();
-          await redis.rpush(`${PREFIX}:list:${id}`, 'x');
-          await redis.blpop(`${PREFIX}:list:${id}`, 1);
-          connections.give(redis);
+    ioredisPerCaller(async (redis, id) => {
+      await redis.rpush(`${PREFIX}:list:${id}`, 'x');
+      await redis.blpop(`${PREFIX}:list:${id}`, 1);
+    }),
+    sluice((client, id) =>
+      client.withConnection(
+        async (session) => {
+          await session.command('RPUSH', [`${PREFIX}:list:${id}`, 'x']);
+          await session.blpop([`${PREFIX}:list:${id}`], 1);
         },
-        close: connections.close,
-      };
-    },
-    () => {
-      const client = connectRedis(REDIS_URL, { pool: { max: POOL_MAX } });
-      return {
-        name: 'sluice (pooled, deadline)',
-        operation: (id) =>
-          client.withConnection(
-            async (session) => {
-              await session.command('RPUSH', [`${PREFIX}:list:${id}`, 'x']);
-              await session.blpop([`${PREFIX}:list:${id}`], 1);
-            },
-            { timeoutMs: 1_000 },
-          ),
-        close: () => client.close(),
-      };
-    },
+        { timeoutMs: 1_000 },
+      ),
+    ),
   ],
   'WATCH/MULTI/EXEC': [
-    () => {
-      const connections = perCaller();
-      return {
-        name: 'ioredis (connection per caller)',
-        operation: async (id) => {
-          const redis = await connections.take();
-          const key = `${PREFIX}:counter:${id}`;
-          await redis.watch(key);
-          const value = Number((await redis.get(key)) ?? 0);
-          await redis.multi().set(key, String(value + 1)).exec();
-          connections.give(redis);
+    ioredisPerCaller(async (redis, id) => {
+      const key = `${PREFIX}:counter:${id}`;
+      await redis.watch(key);
+      const value = Number((await redis.get(key)) ?? 0);
+      await redis.multi().set(key, String(value + 1)).exec();
+    }),
+    sluice((client, id) => {
+      const key = `${PREFIX}:counter:${id}`;
+      return client.transaction(
+        async (session) => {
+          const value = Number((await session.command<string | null>('GET', [key])) ?? 0);
+          return [{ name: 'SET', args: [key, String(value + 1)] }];
         },
-        close: connections.close,
-      };
-    },
-    () => {
-      const client = connectRedis(REDIS_URL, { pool: { max: POOL_MAX } });
-      return {
-        name: 'sluice (pooled, deadline)',
-        operation: (id) => {
-          const key = `${PREFIX}:counter:${id}`;
-          return client.transaction(
-            async (session) => {
-              const value = Number((await session.command<string | null>('GET', [key])) ?? 0);
-              return [{ name: 'SET', args: [key, String(value + 1)] }];
-            },
-            { watch: [key], timeoutMs: 1_000 },
-          );
-        },
-        close: () => client.close(),
-      };
-    },
+        { watch: [key], timeoutMs: 1_000 },
+      );
+    }),
   ],
 };
 
